@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    virtual environment + install, demo project if absent, worker in the background, the app
+#   make test   virtual environment + install, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROJECTS ?= projects
+DEMO ?= $(PROJECTS)/demo
+PORT ?= 8501
+PYTEST_ARGS ?=
+
+.PHONY: venv demo run worker app test test-fast bench clean-demo
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m core demo $(DEMO)
+
+# The worker runs jobs (features, "Retrain now") of every project in $(PROJECTS); it stops with the app.
+run: demo
+	@$(PY) -m core worker $(PROJECTS) & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	LABELTOOL_PROJECTS=$(PROJECTS) $(PY) -m streamlit run app.py --server.port $(PORT)
+
+worker: venv
+	$(PY) -m core worker $(PROJECTS)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow and not browser and not shared" $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/run_all.py
+
+clean-demo:
+	rm -rf $(DEMO)

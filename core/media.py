@@ -1,0 +1,116 @@
+"""Checks of media files at import time: is this a readable image, a non-empty audio clip?
+
+Each check returns ``None`` when the file is fine, or a ``(problem, detail)`` pair that the import report
+shows for the row. Nothing here raises on a bad file.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+TEXT_EXTENSIONS = {".txt"}
+
+Problem = tuple[str, str]
+
+
+def kind_of(path: Path) -> str | None:
+    """'image', 'audio', 'text' or None, by the file's extension."""
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    if ext in TEXT_EXTENSIONS:
+        return "text"
+    return None
+
+
+def file_hash(path: Path) -> str:
+    """SHA-1 of the file's bytes (what makes two files duplicates)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def check_image(path: Path) -> Problem | None:
+    """Decode the whole image: catches corrupt, truncated and non-image files."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width == 0 or im.height == 0:
+                return ("corrupt_image", f"image has size {im.width}x{im.height}")
+    except UnidentifiedImageError:
+        return ("corrupt_image", "not an image file PIL can identify (corrupt, or another format behind the extension)")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        msg = str(exc)
+        code = "truncated_image" if "truncated" in msg.lower() else "corrupt_image"
+        return (code, f"cannot decode the image: {msg}")
+    return None
+
+
+def check_audio(path: Path) -> Problem | None:
+    """Read the header (and a first block) of an audio file: catches empty and non-audio files."""
+    import soundfile as sf
+
+    if path.stat().st_size == 0:
+        return ("empty_audio", "the file is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+        frames = info.frames
+        if frames > 0:
+            with sf.SoundFile(str(path)) as f:
+                block = f.read(min(frames, 4096))
+            if len(block) == 0:
+                return ("empty_audio", "the audio holds no samples")
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        return _check_audio_librosa(path, str(exc))
+    if frames <= 0:
+        return ("empty_audio", "the audio holds no samples (0 frames)")
+    return None
+
+
+def _check_audio_librosa(path: Path, first_error: str) -> Problem | None:
+    """Fallback for formats libsndfile cannot read (some MP3s)."""
+    import warnings
+
+    import librosa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y, _ = librosa.load(str(path), sr=None, mono=True, duration=1.0)
+    except Exception as exc:  # librosa/audioread raise many unrelated types for non-audio input
+        return ("not_audio", f"not readable as audio: {first_error or exc}")
+    if y.size == 0:
+        return ("empty_audio", "the audio holds no samples")
+    return None
+
+
+def check_text_file(path: Path) -> tuple[Problem | None, str | None]:
+    """Read a UTF-8 text file; empty or undecodable files are problems."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        return ("bad_text", f"not UTF-8 text: {exc}"), None
+    if not text:
+        return ("empty_text", "the text file is empty"), None
+    return None, text
+
+
+def check_media(path: Path, kind: str) -> Problem | None:
+    """Dispatch to the check of ``kind`` ('image' or 'audio')."""
+    if kind == "image":
+        return check_image(path)
+    if kind == "audio":
+        return check_audio(path)
+    return None

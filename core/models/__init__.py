@@ -1,0 +1,97 @@
+"""Registry of the engine's model families.
+
+Each family is a *trainer*: a function ``(ctx: TrainContext) -> TrainOutput``. The shared glue in
+:mod:`core.training` loads features and confirmed labels, calls the trainer, and publishes the run
+(predictions, clusters, map coordinates, artefacts). Later issues add "dec", "iic", "pseudo_label", "reid".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import check_choice
+
+
+@dataclass
+class TrainContext:
+    """What a trainer receives.
+
+    Attributes
+    ----------
+    X : ndarray (n, d) float32     features of every item, rows in the order of ``item_ids``
+    item_ids : ndarray (n,) int64
+    labelled : ndarray (m,) int64  row indices into X of the confirmed items
+    y : ndarray (m,) object        their consensus labels
+    classes : list[str]            the project's label set (the order of probability columns)
+    params : dict                  model parameters from the job / command line
+    device : str                   "cpu" or "cuda"
+    progress : callable(dict)      report step/total/loss/phase
+    should_cancel : callable() -> bool
+    previous : dict | None         the newest published run of this model (for warm starts)
+    """
+
+    X: np.ndarray
+    item_ids: np.ndarray
+    labelled: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    params: dict
+    device: str
+    progress: Callable[[dict], None]
+    should_cancel: Callable[[], bool]
+    previous: dict | None = None
+    previous_dir: Any = None
+
+
+@dataclass
+class TrainOutput:
+    """What a trainer returns.
+
+    Attributes
+    ----------
+    proba : ndarray (n, k) float32       probabilities over ``classes`` for every item
+    config : dict                        the resolved configuration (stored with the run)
+    metrics : dict                       e.g. cross-validated macro-F1
+    artefacts : dict[str, object]        objects saved with joblib under the run's folder
+    embeddings : ndarray (n, e) | None   model embedding for the map (features used when None)
+    clusters : ndarray (n,) int | None   the model's own clusters (k-means on the embedding when None)
+    """
+
+    proba: np.ndarray
+    config: dict
+    metrics: dict
+    artefacts: dict[str, Any] = field(default_factory=dict)
+    embeddings: np.ndarray | None = None
+    clusters: np.ndarray | None = None
+
+
+def _train_classifier(ctx: TrainContext) -> TrainOutput:
+    from dataclasses import asdict
+
+    from .classifier import ClassifierConfig, FeatureClassifier
+
+    allowed = ClassifierConfig.__dataclass_fields__
+    kwargs = {}
+    for key, value in ctx.params.items():
+        check_choice("classifier", "parameter name", key, list(allowed))
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    config = ClassifierConfig(**kwargs)
+    clf = FeatureClassifier(config, device=ctx.device)
+    clf.fit(ctx.X[ctx.labelled], ctx.y, progress=ctx.progress, should_cancel=ctx.should_cancel)
+    proba_known = clf.predict_proba(ctx.X)
+    # columns in the project's label order; classes without labels get probability 0
+    proba = np.zeros((len(ctx.X), len(ctx.classes)), dtype=np.float32)
+    for j, c in enumerate(clf.classes_):
+        proba[:, ctx.classes.index(c)] = proba_known[:, j]
+    return TrainOutput(proba=proba, config=asdict(config), metrics=clf.summary(), artefacts={"model": clf})
+
+
+MODELS: dict[str, Callable[[TrainContext], TrainOutput]] = {"classifier": _train_classifier}
+
+
+def get_trainer(name: str) -> Callable[[TrainContext], TrainOutput]:
+    """The trainer of model family ``name``; an unknown name lists the valid ones."""
+    check_choice("train", "model", name, list(MODELS))
+    return MODELS[name]

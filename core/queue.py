@@ -1,0 +1,105 @@
+"""The labelling queue: which items an annotator should label next, by an active-learning strategy.
+
+Glues the store (votes, consensus, the newest run's probabilities, cached features) to the pure query
+strategies of :mod:`core.active`. An annotator is never offered an item they already voted on, nor an
+item whose consensus is already confirmed (except by ``needs_another_vote``, which targets unsettled ones).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import active
+from .store import Store
+
+
+def vote_stats(store: Store, item_ids: np.ndarray) -> active.VoteStats:
+    """Per-item vote counts for ``item_ids`` (n,) from the consensus table."""
+    pos = {int(i): k for k, i in enumerate(item_ids)}
+    n = len(item_ids)
+    n_votes, top, second = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    confirmed = np.zeros(n, bool)
+    per_item: dict[int, dict[str, dict[str, str]]] = {}
+    for v in store.active_votes(kinds=("human", "bulk")):
+        per_item.setdefault(v["item_id"], {})[v["annotator"]] = v["label"]
+    for item_id, by_annotator in per_item.items():
+        k = pos.get(item_id)
+        if k is None:
+            continue
+        counts = sorted(np.unique(list(by_annotator.values()), return_counts=True)[1].tolist(), reverse=True)
+        n_votes[k] = sum(counts)
+        top[k] = counts[0]
+        second[k] = counts[1] if len(counts) > 1 else 0
+    for r in store.conn.execute("SELECT item_id FROM consensus WHERE confirmed = 1"):
+        k = pos.get(r[0])
+        if k is not None:
+            confirmed[k] = True
+    return active.VoteStats(n_votes=n_votes, top_support=top, second_support=second,
+                            min_votes=int(store.settings().get("min_votes", 2)), confirmed=confirmed)
+
+
+@lru_cache(maxsize=4)
+def _run_arrays(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    d = Path(run_dir)
+    return np.load(d / "item_ids.npy"), np.load(d / "proba.npy")
+
+
+def aligned_proba(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
+    """The newest run's probabilities (n, k) for ``item_ids``; uniform rows for items it did not see."""
+    run = store.run()
+    if run is None:
+        return None
+    ids, proba = _run_arrays(str(store.run_dir(run)))
+    out = np.full((len(item_ids), proba.shape[1]), 1.0 / proba.shape[1], dtype=np.float32)
+    pos = np.searchsorted(ids, item_ids)
+    pos = np.clip(pos, 0, len(ids) - 1)
+    hit = ids[pos] == item_ids
+    out[hit] = proba[pos[hit]]
+    return out
+
+
+def _embeddings(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
+    """Cached features of every item (for near-duplicate suppression), or None if some are missing."""
+    from .features import cached_features
+
+    name = store.settings().get("extractor")
+    try:
+        ids, X = cached_features(name, store.dir / "features", item_ids=item_ids)
+    except Exception:  # no cache yet, or an extractor that cannot load here: dedup is then skipped
+        return None
+    if len(ids) != len(item_ids):
+        return None
+    return X
+
+
+def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10, annotator: str | None = None,
+               exclude: set[int] | None = None, seed: int | None = None) -> list[dict]:
+    """The next ``n`` items to label, best first: dicts with item_id, predicted label and confidence."""
+    active.get_strategy(strategy)  # unknown names fail here with the list of valid ones
+    item_ids = store.item_ids()
+    if len(item_ids) == 0:
+        return []
+    stats = vote_stats(store, item_ids)
+    candidates = np.ones(len(item_ids), bool)
+    if strategy != "needs_another_vote":
+        candidates &= ~stats.confirmed
+    skip = set(exclude or ())
+    if annotator:
+        skip |= {v["item_id"] for v in store.active_votes(kinds=("human", "bulk")) if v["annotator"] == annotator}
+    if skip:
+        candidates &= ~np.isin(item_ids, np.fromiter(skip, np.int64))
+    proba = aligned_proba(store, item_ids)
+    emb = _embeddings(store, item_ids) if strategy in ("cluster_diverse",) or len(item_ids) <= 200_000 else None
+    picks = active.query(strategy, proba, batch_size=n, candidates=candidates, embeddings=emb, votes=stats,
+                         rng=np.random.default_rng(seed))
+    classes = store.labels()
+    out = []
+    for k in picks:
+        row = {"item_id": int(item_ids[k])}
+        if proba is not None:
+            j = int(proba[k].argmax())
+            row.update(suggestion=classes[j] if j < len(classes) else None, confidence=float(proba[k, j]))
+        out.append(row)
+    return out

@@ -1,0 +1,144 @@
+"""Schema of the project database and its migrations.
+
+Each migration is a SQL script run in one transaction together with the update of the recorded version;
+the index of the script plus one is the schema version it produces. ``meta.schema_version`` records what a database has.
+Annotations, runs and predictions are append-only: triggers refuse UPDATE and DELETE on them, so a bug
+elsewhere cannot lose a vote or rewrite a published model version.
+"""
+from __future__ import annotations
+
+MODALITIES = ("image", "audio", "text", "image+text")
+ANNOTATION_KINDS = ("human", "bulk", "adjudication", "machine")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+_V1 = """
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+        CREATE TABLE sources (
+            id INTEGER PRIMARY KEY,
+            root TEXT NOT NULL,            -- media root; relative to the project folder when inside it
+            kind TEXT NOT NULL,            -- folder | manifest
+            spec TEXT NOT NULL,            -- what was imported (folder or manifest path)
+            created_at REAL NOT NULL,
+            UNIQUE (root, kind, spec)
+        );
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            source_id INTEGER NOT NULL REFERENCES sources(id),
+            uri TEXT NOT NULL,             -- path relative to the source's media root, or text:<hash>
+            modality TEXT NOT NULL CHECK (modality IN ('image', 'audio', 'text', 'image+text')),
+            text TEXT,
+            grp TEXT,                      -- speaker, camera, ...
+            identity TEXT,                 -- person identity for re-identification
+            meta TEXT NOT NULL DEFAULT '{}',
+            reference_label TEXT,          -- ground truth for evaluation only; never shown to annotators
+            content_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (source_id, uri)
+        );
+        CREATE INDEX items_hash ON items(content_hash);
+        CREATE TABLE labels (name TEXT PRIMARY KEY, position INTEGER NOT NULL, created_at REAL NOT NULL);
+        CREATE TABLE annotators (name TEXT PRIMARY KEY, created_at REAL NOT NULL);
+        CREATE TABLE annotations (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            annotator TEXT NOT NULL REFERENCES annotators(name),
+            label TEXT NOT NULL REFERENCES labels(name),
+            kind TEXT NOT NULL CHECK (kind IN ('human', 'bulk', 'adjudication', 'machine')),
+            run_id INTEGER,
+            round INTEGER,
+            confidence REAL,
+            batch TEXT,                    -- groups the rows of one bulk action so it can be undone at once
+            seconds REAL,                  -- time the annotator took, when known
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX annotations_item ON annotations(item_id);
+        CREATE INDEX annotations_annotator ON annotations(annotator, id);
+        CREATE TABLE retractions (
+            annotation_id INTEGER PRIMARY KEY REFERENCES annotations(id),
+            annotator TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE consensus (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id),
+            label TEXT,
+            method TEXT NOT NULL,
+            support INTEGER NOT NULL,
+            n_votes INTEGER NOT NULL,
+            agreement REAL,
+            confidence REAL,
+            confirmed INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX consensus_confirmed ON consensus(confirmed);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            model TEXT NOT NULL,
+            config TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            parent_id INTEGER REFERENCES runs(id),
+            job_id INTEGER,
+            extractor TEXT,
+            artefact_dir TEXT NOT NULL,
+            device TEXT,
+            n_items INTEGER NOT NULL,
+            n_labelled INTEGER NOT NULL,
+            classes TEXT NOT NULL,
+            train_seconds REAL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE predictions (
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            label TEXT,
+            confidence REAL,
+            cluster INTEGER,
+            x REAL,
+            y REAL,
+            PRIMARY KEY (run_id, item_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            progress TEXT NOT NULL DEFAULT '{}',
+            message TEXT,
+            requested_by TEXT,
+            requests INTEGER NOT NULL DEFAULT 1,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            pid INTEGER,
+            host TEXT,
+            heartbeat_at REAL,
+            run_id INTEGER,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        );
+        CREATE INDEX jobs_status ON jobs(status, kind);
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            source_id INTEGER REFERENCES sources(id),
+            spec TEXT NOT NULL,
+            added INTEGER NOT NULL,
+            already_present INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            annotations INTEGER NOT NULL,
+            report TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+
+        CREATE TRIGGER annotations_no_update BEFORE UPDATE ON annotations
+        BEGIN SELECT RAISE(ABORT, 'annotations are append-only: write a retraction instead'); END;
+        CREATE TRIGGER annotations_no_delete BEFORE DELETE ON annotations
+        BEGIN SELECT RAISE(ABORT, 'annotations are append-only: write a retraction instead'); END;
+        CREATE TRIGGER retractions_no_delete BEFORE DELETE ON retractions
+        BEGIN SELECT RAISE(ABORT, 'retractions are append-only'); END;
+        CREATE TRIGGER runs_no_update BEFORE UPDATE ON runs
+        BEGIN SELECT RAISE(ABORT, 'runs are immutable once published'); END;
+        CREATE TRIGGER predictions_no_update BEFORE UPDATE ON predictions
+        BEGIN SELECT RAISE(ABORT, 'predictions of a published run are immutable'); END;
+"""
+
+MIGRATIONS: list[str] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,30 @@
+"""Shared fixtures and the skip rules for markers that need something a machine may lack."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LABELTOOL_SHARED", ROOT.parent / "shared")) / "datasets"
+
+
+def pytest_collection_modifyitems(config, items):
+    have_shared = SHARED.is_dir()
+    try:
+        import torch
+
+        have_cuda = torch.cuda.is_available()
+    except Exception:  # torch missing entirely: the gpu tests cannot run either
+        have_cuda = False
+    for item in items:
+        if "shared" in item.keywords and not have_shared:
+            item.add_marker(pytest.mark.skip(reason=f"needs the shared data sets at {SHARED}, absent here"))
+        if "gpu" in item.keywords and not have_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; run on the device machine"))
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    return SHARED

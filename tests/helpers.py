@@ -1,0 +1,30 @@
+"""Small real data sets written to disk for tests: scikit-learn's digits as PNG files, tones as WAV files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def digits_folder(root: Path, *, per_class: int = 10, classes: tuple[int, ...] = (0, 1, 2), size: int = 16) -> Path:
+    """Write scikit-learn digits as PNGs in class sub-folders ``root/<digit>/dNNNN.png``; returns root."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    root.mkdir(parents=True, exist_ok=True)
+    for c in classes:
+        (root / str(c)).mkdir(exist_ok=True)
+        idx = np.flatnonzero(d.target == c)[:per_class]
+        for i in idx:
+            img = (d.images[i] / 16.0 * 255).astype(np.uint8)
+            Image.fromarray(img, mode="L").resize((size, size)).save(root / str(c) / f"d{i:04d}.png")
+    return root
+
+
+def tone_wav(path: Path, *, freq: float = 440.0, seconds: float = 0.5, sr: int = 8000) -> Path:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
+    return path
