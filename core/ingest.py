@@ -34,6 +34,7 @@ MANIFEST_COLUMNS = ("path", "text", "label", "annotator", "group", "identity", "
 COLUMN_ALIASES = {"caption": "text", "speaker": "group", "camera": "group", "file": "path", "filename": "path"}
 LABEL_MODES = (None, "reference", "initial")
 DEFAULT_ANNOTATOR = "import"
+_MEDIA_KIND = {"image": "image", "image+text": "image", "audio": "audio", "text": "text"}
 
 
 @dataclass
@@ -131,7 +132,7 @@ def import_folder(
         rel = p.relative_to(root).as_posix()
         cls = p.parent.name if p.parent != root else None
         c = _Candidate(row=k, rel=rel)
-        if labels_from_folders and cls is None:
+        if labels_from_folders and cls is None and media.kind_of(p) == _MEDIA_KIND[store.modality]:
             report.problem(k, rel, "no_class_folder", "file is not inside a class sub-folder; imported without a label")
         if cls is not None and labels_from_folders == "reference":
             c.reference_label = cls
@@ -267,7 +268,7 @@ def _import_candidates(
     from_folder: bool,
 ) -> None:
     modality = store.modality
-    media_kind = {"image": "image", "image+text": "image", "audio": "audio", "text": "text"}[modality]
+    media_kind = _MEDIA_KIND[modality]
     existing_uris = store.existing_uris(source_id)
 
     # 1. paths: resolve, check the root and the kind of file

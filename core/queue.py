@@ -103,3 +103,32 @@ def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10,
             row.update(suggestion=classes[j] if j < len(classes) else None, confidence=float(proba[k, j]))
         out.append(row)
     return out
+
+
+RESERVED_KEYS = {"C", "R"}  # Streamlit reserves these for its own menu
+
+
+def shortcut_keys(labels: list[str]) -> dict[str, str]:
+    """A keyboard key per label: the label itself when it is one digit or letter, else the next free key.
+
+    Keys run 1-9, 0, then letters (C and R are reserved by Streamlit). Labels beyond the keys get none.
+
+    Examples
+    --------
+    >>> shortcut_keys(["cat", "dog"])
+    {'cat': '1', 'dog': '2'}
+    >>> shortcut_keys(["0", "1"])
+    {'0': '0', '1': '1'}
+    """
+    pool = [str(d) for d in range(1, 10)] + ["0"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    pool = [k for k in pool if k not in RESERVED_KEYS]
+    out: dict[str, str] = {}
+    for lab in labels:
+        key = lab.upper()
+        if len(lab) == 1 and key in pool and key not in out.values():
+            out[lab] = key
+    free = [k for k in pool if k not in out.values()]
+    for lab in labels:
+        if lab not in out and free:
+            out[lab] = free.pop(0)
+    return {lab: out[lab] for lab in labels if lab in out}

@@ -153,7 +153,16 @@ def train_model(
     cancel = should_cancel or (lambda: False)
     t0 = time.perf_counter()
 
+    phases: dict[str, float] = {}
+    t_phase = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t_phase
+        phases[name] = round(time.perf_counter() - t_phase, 3)
+        t_phase = time.perf_counter()
+
     feats = ensure_features(store, extractor=extractor, device=device, progress=report, should_cancel=cancel)
+    lap("features")
     classes = store.labels()
     conf_ids, conf_labels = store.confirmed_labels()
     pos = {int(i): k for k, i in enumerate(feats.ids)}
@@ -173,6 +182,7 @@ def train_model(
     )
     report({"phase": "fit", "step": 0, "total": 1})
     out = trainer(ctx)
+    lap("fit_and_predict")
     if cancel():
         raise JobCancelled("cancelled after training")
     train_seconds = time.perf_counter() - t0
@@ -186,13 +196,15 @@ def train_model(
     if clusters is None:
         report({"phase": "cluster", "step": 0, "total": 1})
         clusters = kmeans_clusters(emb, n_clusters=max(2, len(classes)))
+        lap("cluster")
     coords = None
     if project_map:
-        from .projection import project
+        from .projection import project, reduce_for_map
 
         report({"phase": "project", "step": 0, "total": 1})
         key = "features-" + "+".join(feats.extractors) if out.embeddings is None else f"{model}-embedding"
-        coords = project(feats.ids, emb, store.dir / "projections", key=key)
+        coords = project(feats.ids, reduce_for_map(emb), store.dir / "projections", key=key)
+        lap("project")
     if cancel():
         raise JobCancelled("cancelled before publishing")
 
@@ -203,6 +215,7 @@ def train_model(
         "label_counts": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
         "feature_failures": feats.failures[:50], "n_feature_failures": len(feats.failures),
         "train_seconds": round(train_seconds, 3), "device": device, "evaluation": evaluation,
+        "phase_seconds": phases,
     }
     run_dir = _write_artefacts(store, model, out, feats.ids, proba, classes, clusters, emb)
     return store.publish_run(

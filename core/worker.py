@@ -129,6 +129,18 @@ def serve(path: Path, *, poll: float = 0.5, once: bool = False, stop: threading.
     return n_run
 
 
+def warm_up() -> None:
+    """Compile UMAP's numba kernels once, in the background, so the first "Retrain now" does not pay for it."""
+    try:
+        import numpy as np
+        import umap
+
+        umap.UMAP(n_neighbors=5, n_epochs=20, random_state=0).fit(np.random.default_rng(0).normal(size=(64, 8)))
+        log.info("UMAP kernels compiled")
+    except Exception:  # warm-up is an optimisation only
+        log.exception("UMAP warm-up failed")
+
+
 def main(path: str | None) -> int:
     """Entry point of ``python -m core worker``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
@@ -137,5 +149,6 @@ def main(path: str | None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("serving %s (projects now: %d)", target.resolve(), len(discover_projects(target)))
+    threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     serve(target, stop=stop)
     return 0

@@ -8,6 +8,7 @@ every item with class probabilities.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -19,9 +20,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
-from sklearn.svm import LinearSVC
 
 from ..errors import JobCancelled, TrainingError, check_param
+from .linear_svm import TorchLinearSVM
 from .mlp import TorchMLP
 
 FAMILIES = ("knn", "linear_svm", "mlp")
@@ -62,7 +63,7 @@ def _candidates(config: ClassifierConfig, n_train_min: int, device: str) -> list
                 out.append(("knn", {"k": int(k)}, est))
     if "linear_svm" in config.families:
         for c in config.svm_C:
-            est = make_pipeline(StandardScaler(), LinearSVC(C=float(c), max_iter=5000))
+            est = make_pipeline(StandardScaler(), TorchLinearSVM(C=float(c), device=device))
             out.append(("linear_svm", {"C": float(c)}, est))
     if "mlp" in config.families:
         for b in config.mlp_batch:
@@ -97,6 +98,14 @@ class FeatureClassifier:
         should_cancel: Callable[[], bool] | None = None,
     ) -> "FeatureClassifier":
         """Cross-validate every candidate, then refit the best on all of ``X`` (n, d) with labels ``y`` (n,)."""
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            # an iterative fit stopped at its iteration limit is still a usable candidate; CV judges it
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit(X, y, progress, should_cancel)
+
+    def _fit(self, X, y, progress, should_cancel) -> "FeatureClassifier":
         self.config.validate()
         y = np.asarray(y)
         classes, counts = np.unique(y, return_counts=True)
@@ -123,6 +132,7 @@ class FeatureClassifier:
 
         for family, params, est in cands:
             scores = []
+            t_cand = time.perf_counter()
             fit_params = {"torchmlp__on_epoch": check_cancel} if family == "mlp" else {}
             for train, test in folds:
                 check_cancel()
@@ -136,7 +146,8 @@ class FeatureClassifier:
                     progress({"step": step, "total": total, "phase": f"cv {family} {params}",
                               "score": float(np.mean(scores))})
             self.cv_results_.append({"family": family, "params": params, "fold_macro_f1": scores,
-                                     "mean_macro_f1": float(np.mean(scores)) if scores else float("nan")})
+                                     "mean_macro_f1": float(np.mean(scores)) if scores else float("nan"),
+                                     "seconds": round(time.perf_counter() - t_cand, 3)})
         scored = [r for r in self.cv_results_ if r["fold_macro_f1"]]
         if not scored:
             raise TrainingError("No candidate could be cross-validated: label more items of each class.")
@@ -151,7 +162,7 @@ class FeatureClassifier:
 
     def _refit(self, est, X: np.ndarray, y: np.ndarray, counts: np.ndarray):
         """Refit on all labels; a linear SVM gets Platt-scaled probabilities when every class has 3 labels."""
-        svm = isinstance(est.steps[-1][1], LinearSVC)
+        svm = isinstance(est.steps[-1][1], TorchLinearSVM)
         if svm and counts.min() >= 3:
             est = CalibratedClassifierCV(est, cv=3, method="sigmoid")
         return est.fit(X, y)
@@ -182,7 +193,7 @@ class FeatureClassifier:
             "cv_macro_f1": self.best_["mean_macro_f1"],
             "cv_folds": self.best_["n_splits"],
             "cv_seconds": round(self.best_["cv_seconds"], 3),
-            "cv_results": [{k: r[k] for k in ("family", "params", "mean_macro_f1")} for r in self.cv_results_],
+            "cv_results": [{k: r[k] for k in ("family", "params", "mean_macro_f1", "seconds")} for r in self.cv_results_],
             "config": asdict(self.config),
         }
 

@@ -1,0 +1,16 @@
+"""Entry point of the web app: the sidebar (project, annotator) and the page navigation.
+
+Run with ``make run``: it creates the demo project when absent and starts the worker that runs jobs.
+"""
+import streamlit as st
+
+from pages.common import sidebar
+
+st.set_page_config(page_title="Labelling studio", page_icon=":material/label:", layout="wide")
+nav = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/label.py", title="Label", icon=":material/label:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+])
+sidebar()
+nav.run()

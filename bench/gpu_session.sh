@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Device-machine session: GPU checks and figures for the engine. Run on the device from the repo root with
+# .gpu carried (.gpu/whl: wheels the device lacks; .gpu/datasets/cifar10_half: a copy of the shared images).
+#   bash bench/gpu_session.sh [STEP ...]    steps: tests features cifar retrain (default: all)
+# Results go to $OUT (the device tool brings them back) as JSON lines / JSON files.
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD LABELTOOL_SHARED=$PWD/.gpu BENCH_OUT=$OUT PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+steps=${*:-tests features cifar retrain}
+has() { [[ " $steps " == *" $1 "* ]]; }
+t() { local s=$(date +%s%N); "$@"; local rc=$?; echo "   ($(( ($(date +%s%N) - s) / 1000000 )) ms, exit $rc)" >&2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+if has tests; then echo "== GPU tests"; python3 -m pytest -q -m gpu -p no:cacheprovider --ignore tests/test_app.py tests 2>&1 | tail -5; fi
+if has features; then echo "== feature extraction"; python3 bench/bench_features.py --n 5000 --extractors efficientnet_lite0 --devices cuda,cpu; fi
+P=/tmp/cifar; D=$PWD/.gpu/datasets/cifar10_half
+if has cifar || has retrain; then
+  echo "== CIFAR-10 flow from the CLI on CUDA"
+  t python3 -m core init $P --modality image --min-votes 1 --json
+  t python3 -m core import $P $D --reference-from-folders --json > $OUT/cifar_import.json
+  t python3 -m core features $P --extractor efficientnet_lite0 --device cuda --json > $OUT/cifar_features.json
+  python3 bench/make_label_csv.py $P --fraction 0.1 --annotator alice > /tmp/labels.csv
+  t python3 -m core annotate $P /tmp/labels.csv --json
+fi
+if has cifar; then
+  t python3 -m core train $P --model classifier --device cuda --json > $OUT/cifar_train.json; cat $OUT/cifar_train.json
+  t python3 -m core evaluate $P --json > $OUT/cifar_evaluate.json
+  python3 -c "import json,sys; sys.path.insert(0,'.'); from core.store import Store; r=Store('$P').run(); print('phases', r['metrics']['phase_seconds'])"
+fi
+if has retrain; then
+  echo "== classifier retrain on CUDA"
+  python3 bench/bench_retrain.py --sizes 10000,100000 --device cuda --project $P
+fi

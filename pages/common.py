@@ -1,0 +1,68 @@
+"""Shared pieces of the pages: opening stores, the sidebar, showing an item. Thin: everything else is core."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core.store import Store
+from core.worker import discover_projects
+
+
+def projects_root() -> Path:
+    return Path(os.environ.get("LABELTOOL_PROJECTS", "projects"))
+
+
+@st.cache_resource
+def open_store(path: str) -> Store:
+    """One Store per project for the server process (its connections are per thread)."""
+    return Store(path)
+
+
+def sidebar() -> None:
+    """Project picker and the annotator's name (asked once, kept for the session)."""
+    with st.sidebar:
+        projects = [str(p) for p in discover_projects(projects_root())]
+        if projects:
+            current = st.session_state.get("project")
+            index = projects.index(current) if current in projects else 0
+            st.session_state["project"] = st.selectbox("Project", projects, index=index,
+                                                      format_func=lambda p: Path(p).name)
+        else:
+            st.session_state.pop("project", None)
+            st.info(f"No project in {projects_root()}/ yet: create one on Home.")
+        name = st.text_input("Your name", value=st.session_state.get("annotator", ""),
+                             placeholder="who is labelling?", help="every vote is recorded under this name")
+        st.session_state["annotator"] = name.strip()
+
+
+def current_store() -> Store | None:
+    path = st.session_state.get("project")
+    return open_store(path) if path else None
+
+
+def require_store() -> Store:
+    store = current_store()
+    if store is None:
+        st.warning("Pick or create a project on the Home page first.")
+        st.stop()
+    return store
+
+
+def require_annotator() -> str:
+    name = st.session_state.get("annotator", "")
+    if not name:
+        st.warning("Enter your name in the sidebar first: every label is recorded under it.")
+        st.stop()
+    return name
+
+
+def show_item(item, *, width: int = 320) -> None:
+    """Display an item by its modality: image, audio player, text, or image with its caption."""
+    if item.path is not None and item.modality in ("image", "image+text"):
+        st.image(str(item.path), width=width)
+    elif item.path is not None and item.modality == "audio":
+        st.audio(str(item.path))
+    if item.text:
+        st.markdown(f"> {item.text}")

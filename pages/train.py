@@ -1,0 +1,53 @@
+"""Train: "Retrain now" (a job for the worker), live progress, cancel, and the run history."""
+import pandas as pd
+import streamlit as st
+
+from core import jobs
+from core.models import MODELS
+from pages.common import require_store
+
+store = require_store()
+st.title("Train")
+model = st.selectbox("Model", list(MODELS))
+
+
+@st.fragment(run_every=1)
+def job_panel() -> None:
+    job = jobs.active_job(store, "train")
+    busy = job is not None
+    st.button("Retrain now", type="primary", disabled=busy, on_click=jobs.request_job,
+              args=(store, "train", {"model": model}),
+              kwargs={"requested_by": st.session_state.get("annotator") or None},
+              help="queued or running already" if busy else "train on the confirmed labels in the background")
+    if job is None:
+        last = jobs.list_jobs(store, limit=1)
+        if last:
+            j = last[0]
+            st.caption(f"Last job {j['id']} ({j['kind']}): {j['status']} — {j['message'] or ''}")
+        return
+    p = job["progress"]
+    st.write(f"Job {job['id']} is **{job['status']}**" + (f": {p.get('phase', '')}" if p else ""))
+    if p.get("total"):
+        st.progress(min(1.0, p.get("step", 0) / p["total"]),
+                    text=f"step {p.get('step')}/{p['total']}" + (f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "")
+                    + (f", score {p['score']:.3f}" if p.get("score") is not None else "")
+                    + (f", loss {p['loss']:.4f}" if p.get("loss") is not None else ""))
+    st.button("Cancel", key=f"cancel-{job['id']}", on_click=jobs.request_cancel, args=(store, job["id"]))
+
+
+job_panel()
+
+st.subheader("Run history")
+runs = store.runs()
+if not runs:
+    st.info("No run yet.")
+else:
+    rows = []
+    for r in runs:
+        m = r["metrics"]
+        ev = (m.get("evaluation") or {}).get("unlabelled") or {}
+        rows.append({"run": r["id"], "model": r["model"], "selected": f"{m.get('model_selected')} {m.get('params_selected')}",
+                     "cv macro-F1": m.get("cv_macro_f1"), "labelled": r["n_labelled"], "items": r["n_items"],
+                     "ref. accuracy (unlabelled)": ev.get("accuracy"), "device": r["device"],
+                     "seconds": r["train_seconds"]})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
