@@ -21,7 +21,9 @@ if not labels:
 strategies = active.list_strategies()
 strategy = st.sidebar.selectbox("Query strategy", strategies, index=strategies.index("least_confidence"))
 state = st.session_state
-key = (str(store.dir), annotator, strategy)
+latest = store.run()
+# a new model version refreshes the queue, so its suggestions and uncertainty take effect at once
+key = (str(store.dir), annotator, strategy, latest["id"] if latest else None)
 if state.get("queue_key") != key:
     state.update(queue_key=key, queue=[], skipped=set())
 
@@ -73,11 +75,11 @@ with right:
     keys = shortcut_keys(labels)
     cols = st.columns(min(len(labels), 5))
     for k, lab in enumerate(labels):
-        cols[k % len(cols)].button(f"{lab}  [{keys.get(lab, '')}]", key=f"lab-{lab}", shortcut=keys.get(lab),
+        cols[k % len(cols)].button(lab, key=f"lab-{lab}", shortcut=keys.get(lab),
                                    on_click=record, args=(item.id, lab), width="stretch", type="primary")
     c1, c2 = st.columns(2)
-    c1.button("Skip  [→]", shortcut="Right", on_click=skip, args=(item.id,), width="stretch")
-    c2.button("Undo last  [⌫]", shortcut="Backspace", on_click=undo, width="stretch")
+    c1.button("Skip", shortcut="Right", on_click=skip, args=(item.id,), width="stretch")
+    c2.button("Undo last", shortcut="Backspace", on_click=undo, width="stretch")
     if state.get("undo_msg"):
         st.caption(state.pop("undo_msg"))
 

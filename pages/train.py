@@ -37,17 +37,24 @@ def job_panel() -> None:
 
 job_panel()
 
-st.subheader("Run history")
-runs = store.runs()
-if not runs:
-    st.info("No run yet.")
-else:
+
+@st.fragment(run_every=3)
+def run_history() -> None:
+    st.subheader("Run history")
+    runs = store.runs()
+    if not runs:
+        st.info("No run yet.")
+        return
     rows = []
     for r in runs:
         m = r["metrics"]
         ev = (m.get("evaluation") or {}).get("unlabelled") or {}
-        rows.append({"run": r["id"], "model": r["model"], "selected": f"{m.get('model_selected')} {m.get('params_selected')}",
+        rows.append({"run": r["id"], "model": r["model"],
+                     "selected": f"{m.get('model_selected')} {m.get('params_selected')}",
                      "cv macro-F1": m.get("cv_macro_f1"), "labelled": r["n_labelled"], "items": r["n_items"],
                      "ref. accuracy (unlabelled)": ev.get("accuracy"), "device": r["device"],
                      "seconds": r["train_seconds"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+run_history()
