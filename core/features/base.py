@@ -335,6 +335,21 @@ class Extractor:
         return int(getattr(self, "dim", 0) or 0)
 
 
+class ComponentsState:
+    """Mixin of stateful extractors whose fitted state ends in a ``components_`` matrix (k, d_in): its row
+    count is the output dimension, and the extractor is fitted once it is set."""
+
+    components_: np.ndarray | None = None
+
+    @property
+    def dim(self) -> int | None:
+        return None if self.components_ is None else int(self.components_.shape[0])
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.components_ is not None
+
+
 class _DecodeDataset:
     """Map-style dataset for DataLoader workers: item i -> decoded item or :class:`ItemFailure`."""
 

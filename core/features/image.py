@@ -25,7 +25,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from ..errors import FeatureError, check_param
-from .base import Extractor, ItemError, ItemFailure, ItemRef, Options, subsample, torch_load_weights
+from .base import ComponentsState, Extractor, ItemError, ItemFailure, ItemRef, Options, subsample, torch_load_weights
 
 WEIGHTS_ENV = "LABELTOOL_WEIGHTS_DIR"
 
@@ -402,7 +402,7 @@ class PixelsPcaOptions(Options):
                     isinstance(self.max_fit_items, int) and self.max_fit_items >= 2, "an int >= 2")
 
 
-class PixelsPca(Extractor):
+class PixelsPca(ComponentsState, Extractor):
     """Raw pixels (resized, optionally grey) projected on their principal components; stateful.
 
     The PCA is fitted once, on the items of the first computation, and kept in the cache so that items
@@ -422,14 +422,6 @@ class PixelsPca(Extractor):
         super().__init__(**options)
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None
-
-    @property
-    def dim(self) -> int | None:
-        return None if self.components_ is None else int(self.components_.shape[0])
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.components_ is not None
 
     def load(self, item: ItemRef) -> np.ndarray:
         pixels = decode_image(item.path, self.options.size, "L" if self.options.grayscale else "RGB")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FeatureError, check_param
-from .base import Extractor, ItemError, ItemFailure, ItemRef, Options, subsample
+from .base import ComponentsState, Extractor, ItemError, ItemFailure, ItemRef, Options, subsample
 
 
 def item_text(item: ItemRef) -> str:
@@ -68,7 +68,7 @@ class TfidfSvdOptions(Options):
             check_param(owner, name, value, isinstance(value, int) and value >= low, f"an int >= {low}")
 
 
-class TfidfSvd(_TextExtractor):
+class TfidfSvd(ComponentsState, _TextExtractor):
     """Sublinear TF-IDF of words and word pairs, reduced by truncated SVD and L2-normalised rows (LSA).
 
     Stateful: the vocabulary, the IDF weights and the SVD basis are fitted on the first computation and
@@ -87,14 +87,6 @@ class TfidfSvd(_TextExtractor):
         super().__init__(**options)
         self.vectorizer_: Any = None
         self.components_: np.ndarray | None = None
-
-    @property
-    def dim(self) -> int | None:
-        return None if self.components_ is None else int(self.components_.shape[0])
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.components_ is not None
 
     def _new_vectorizer(self, vocabulary: dict[str, int] | None = None) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
