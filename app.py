@@ -10,6 +10,10 @@ st.set_page_config(page_title="Labelling studio", page_icon=":material/label:", 
 nav = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/label.py", title="Label", icon=":material/label:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("pages/pseudo_labels.py", title="Pseudo-labels", icon=":material/auto_label:"),
+    st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+    st.Page("pages/consensus.py", title="Consensus", icon=":material/groups:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ])
 sidebar()

@@ -30,7 +30,7 @@ def create_demo(project_dir: str | Path = "projects/demo", *, n: int | None = No
     Parameters
     ----------
     n : int, optional
-        Use only the first ``n`` digits (tests use a few hundred).
+        Use only ``n`` digits, a seeded random subset of every class (tests use a few hundred).
     queue_features : bool
         Queue a feature-extraction job so the worker prepares features in the background.
     """
@@ -43,8 +43,9 @@ def create_demo(project_dir: str | Path = "projects/demo", *, n: int | None = No
     if (pdir / DB_NAME).is_file():
         return Store(pdir), False
     images, labels = mnist_5k()
-    if n is not None:
-        images, labels = images[:n], labels[:n]
+    if n is not None:  # the package orders the digits by class: take a seeded random subset instead
+        pick = np.sort(np.random.default_rng(0).permutation(len(labels))[:n])
+        images, labels = images[pick], labels[pick]
     store = Store.create(pdir, modality="image", name="MNIST digits (demo)", labels=DEMO_LABELS, min_votes=1,
                          extractor="pixels_pca")
     media = pdir / "media" / "mnist"

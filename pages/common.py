@@ -64,5 +64,52 @@ def show_item(item, *, width: int = 320) -> None:
         st.image(str(item.path), width=width)
     elif item.path is not None and item.modality == "audio":
         st.audio(str(item.path))
+        show_spectrogram(str(item.path))
     if item.text:
         st.markdown(f"> {item.text}")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _spectrogram(path: str):
+    from core.spectrogram import log_mel
+
+    return log_mel(path)
+
+
+def show_spectrogram(path: str) -> None:
+    """The clip's log-mel spectrogram as a heat map (time on x, mel band on y)."""
+    import numpy as np
+    import plotly.express as px
+
+    S, hop = _spectrogram(path)
+    fig = px.imshow(S, origin="lower", aspect="auto", color_continuous_scale="Magma",
+                    x=np.arange(S.shape[1]) * hop, labels={"x": "seconds", "y": "mel band", "color": "dB"})
+    fig.update_layout(height=220, margin={"l": 0, "r": 0, "t": 0, "b": 0}, coloraxis_showscale=False)
+    st.plotly_chart(fig, width="stretch")
+
+
+def item_grid(store: Store, item_ids: list[int], *, columns: int = 6, width: int = 110, captions: dict | None = None) -> None:
+    """A grid of thumbnails (or text snippets) for a few items."""
+    if not item_ids:
+        st.caption("No items.")
+        return
+    cols = st.columns(columns)
+    for k, item in enumerate(store.items(item_ids)):
+        with cols[k % columns]:
+            if item.path is not None and item.modality in ("image", "image+text"):
+                st.image(str(item.path), width=width)
+            elif item.path is not None and item.modality == "audio":
+                st.audio(str(item.path))
+            if item.text:
+                st.caption(item.text[:80])
+            st.caption(f"#{item.id}" + (f" · {captions[item.id]}" if captions and item.id in captions else ""))
+
+
+def run_picker(store: Store, *, key: str = "run") -> dict | None:
+    """Select a published run (newest first); None when there is none."""
+    runs = store.runs()
+    if not runs:
+        st.info("No model run yet: label some items and press Retrain now on the Train page.")
+        return None
+    return st.selectbox("Model run", runs, key=key,
+                        format_func=lambda r: f"run {r['id']} · {r['model']} · {r['n_labelled']} labels")

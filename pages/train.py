@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from core import jobs
+from core.analysis import compare_runs
 from core.models import MODELS
 from pages.common import require_store
 
@@ -58,3 +59,16 @@ def run_history() -> None:
 
 
 run_history()
+
+runs = store.runs()
+if len(runs) >= 2:
+    st.subheader("Compare two runs")
+    c1, c2 = st.columns(2)
+    fmt = lambda r: f"run {r['id']} ({r['model']}, {r['n_labelled']} labels)"  # noqa: E731
+    a = c1.selectbox("Run A", runs[1:] + runs[:1], format_func=fmt)
+    b = c2.selectbox("Run B", runs, format_func=fmt)
+    if a["id"] != b["id"]:
+        cmp = compare_runs(store, a["id"], b["id"])
+        st.write(f"**{cmp['changed']:,}** of {cmp['n_common']:,} predictions changed ({cmp['changed_share']:.1%}); "
+                 f"mean confidence {cmp['mean_confidence_a']:.3f} → {cmp['mean_confidence_b']:.3f}")
+        st.dataframe(cmp["per_class"], hide_index=True, width="stretch")

@@ -62,3 +62,64 @@ def test_train_page_queues_a_job(demo):
     assert not at.exception
     job = jobs.active_job(demo, "train")
     assert job is not None and job["status"] == "queued" and job["requested_by"] == "tester"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 120-digit demo project with two annotators, a disagreement and two published runs."""
+    from core.training import train_model
+
+    root = tmp_path_factory.mktemp("trained")
+    store, _ = create_demo(root / "projects" / "demo", n=120, queue_features=False)
+    ref = store.reference_labels()
+    ids = sorted(ref)[:40]
+    store.annotate_many([(i, ref[i]) for i in ids[:30]], annotator="alice")
+    store.annotate_many([(i, ref[i]) for i in ids[30:]], annotator="alice")
+    wrong = [(i, "0" if ref[i] != "0" else "1") for i in ids[30:35]]
+    store.annotate_many(wrong, annotator="bob")
+    params = {"mlp_max_steps": 50, "knn_k": [1, 5]}
+    train_model(store, "classifier", device="cpu", params=params)
+    store.annotate_many([(i, ref[i]) for i in sorted(ref)[40:60]], annotator="alice")
+    train_model(store, "classifier", device="cpu", params=params)
+    return root / "projects"
+
+
+@pytest.fixture
+def trained_app(trained, monkeypatch):
+    monkeypatch.setenv("LABELTOOL_PROJECTS", str(trained))
+    monkeypatch.chdir(ROOT)
+    return Store(trained / "demo")
+
+
+@pytest.mark.parametrize("page", ["pages/embeddings.py", "pages/pseudo_labels.py", "pages/clusters.py",
+                                  "pages/consensus.py", "pages/train.py", "pages/label.py", "pages/home.py"])
+def test_every_page_renders_with_runs(trained_app, page):
+    at = _app(page, annotator="carol")
+    assert not at.exception
+    if page == "pages/train.py":
+        assert any("predictions changed" in m.value for m in at.markdown)
+    if page == "pages/label.py":
+        assert any(m.label == "Model suggests" for m in at.metric)
+
+
+def test_pseudo_labels_accept_is_one_undoable_bulk_action(trained_app):
+    at = _app("pages/pseudo_labels.py", annotator="dave")
+    at.slider[0].set_value(0.0).run()
+    accept = next(b for b in at.button if b.label.startswith("Accept"))
+    before = len([v for v in trained_app.active_votes() if v["annotator"] == "dave"])
+    accept.click().run()
+    assert not at.exception
+    votes = [v for v in trained_app.active_votes() if v["annotator"] == "dave"]
+    assert len(votes) > before and all(v["kind"] == "bulk" for v in votes)
+    trained_app.undo_last("dave")
+    assert not [v for v in trained_app.active_votes() if v["annotator"] == "dave"]
+
+
+def test_consensus_page_adjudicates(trained_app):
+    at = _app("pages/consensus.py", annotator="rev")
+    first = next(b for b in at.button if b.key and b.key.startswith("adj-btn-"))
+    item_id = int(first.key.split("-")[-1])
+    first.click().run()
+    assert not at.exception
+    adj = [v for v in trained_app.active_votes([item_id]) if v["kind"] == "adjudication"]
+    assert len(adj) == 1 and adj[0]["annotator"] == "rev"

@@ -1,0 +1,33 @@
+"""Clusters: sizes, purity against confirmed labels, the dominant label, a sample grid per cluster, "label this
+cluster" and "merge clusters"."""
+import streamlit as st
+
+from core.analysis import cluster_members, cluster_summary, label_cluster, merge_clusters
+from pages.common import item_grid, require_store, run_picker
+
+store = require_store()
+st.title("Clusters")
+run = run_picker(store)
+if run is None:
+    st.stop()
+summary = cluster_summary(store, run["id"])
+st.dataframe(summary, hide_index=True, width="stretch")
+if summary.empty:
+    st.stop()
+
+clusters = summary["cluster"].tolist()
+cluster = st.selectbox("Open cluster", clusters)
+item_grid(store, cluster_members(store, run["id"], cluster, limit=18))
+annotator = st.session_state.get("annotator", "")
+c1, c2 = st.columns(2)
+with c1:
+    label = st.selectbox("Label this cluster as", store.labels())
+    if st.button("Label unconfirmed members", disabled=not annotator, type="primary"):
+        n = label_cluster(store, run["id"], cluster, label, annotator=annotator)
+        st.success(f"Recorded {n} labels as one bulk action by {annotator}.")
+with c2:
+    to_merge = st.multiselect("Merge clusters", clusters)
+    if st.button("Merge", disabled=len(to_merge) < 2):
+        target = merge_clusters(store, run["id"], to_merge)
+        st.success(f"Merged {to_merge} into cluster {target}.")
+        st.rerun()

@@ -1,0 +1,50 @@
+"""Embeddings: the UMAP map coloured by label, prediction, confidence, cluster or disagreement; select a region
+with the lasso or box and label it in one action (a bulk annotation, undoable)."""
+import plotly.express as px
+import streamlit as st
+
+from core.analysis import COLOR_BY, map_frame
+from pages.common import item_grid, require_store, run_picker
+
+store = require_store()
+st.title("Embeddings")
+run = run_picker(store)
+if run is None:
+    st.stop()
+color_by = st.radio("Colour by", COLOR_BY, horizontal=True)
+
+
+@st.cache_data(max_entries=8, show_spinner="Loading the map...")
+def load(project: str, run_id: int, color_by: str, version: int):
+    return map_frame(store, run_id, color_by=color_by)
+
+
+version = store.annotation_count()  # new votes change the consensus colours
+df = load(str(store.dir), run["id"], color_by, version)
+if df.empty:
+    st.warning("This run has no map coordinates.")
+    st.stop()
+continuous = color_by in ("confidence", "disagreement")
+fig = px.scatter(df, x="x", y="y", color="color", render_mode="webgl", hover_name="hover",
+                 custom_data=["item_id"], color_continuous_scale="Viridis" if continuous else None,
+                 labels={"color": color_by})
+fig.update_traces(marker={"size": 4 if len(df) > 20000 else 6, "opacity": 0.8})
+fig.update_layout(height=620, dragmode="lasso", margin={"l": 0, "r": 0, "t": 10, "b": 0},
+                  xaxis={"visible": False}, yaxis={"visible": False})
+event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box"), key="map", width="stretch")
+selected = sorted({int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")})
+st.caption(f"{len(df):,} items on the map · {len(selected):,} selected")
+
+if selected:
+    item_grid(store, selected[:12])
+    annotator = st.session_state.get("annotator", "")
+    labels = store.labels()
+    c1, c2 = st.columns([2, 1])
+    label = c1.selectbox("Label for the selection", labels)
+    if c2.button(f"Label {len(selected)} items", type="primary", disabled=not annotator,
+                 help=None if annotator else "enter your name in the sidebar first"):
+        n = len(store.annotate_many([(i, label) for i in selected], annotator=annotator, kind="bulk"))
+        st.success(f"Recorded {n} labels '{label}' as one bulk action by {annotator}.")
+if st.session_state.get("annotator") and st.button("Undo my last action"):
+    undone = store.undo_last(st.session_state["annotator"])
+    st.info(f"Undid {len(undone)} label(s).")

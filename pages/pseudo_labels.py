@@ -1,0 +1,40 @@
+"""Pseudo-labels: the current model's confidence per class, a threshold, what each class would gain, a sample
+above the threshold, and "accept" (one bulk annotation by the annotator who accepts; undoable)."""
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.analysis import accept_pseudo_labels, candidates, pseudo_label_summary
+from pages.common import item_grid, require_store, run_picker
+
+store = require_store()
+st.title("Pseudo-labels")
+run = run_picker(store)
+if run is None:
+    st.stop()
+threshold = st.slider("Confidence threshold", 0.0, 1.0, 0.95, 0.01)
+summary = pseudo_label_summary(store, run["id"], threshold=threshold)
+
+hist = pd.DataFrame(summary["histogram"])
+if not hist.empty:
+    fig = px.bar(hist, x="bin", y="count", color="label", barmode="overlay", opacity=0.6,
+                 labels={"bin": "confidence", "count": "unconfirmed items"})
+    fig.add_vline(x=threshold, line_dash="dash")
+    fig.update_layout(height=320, margin={"t": 10})
+    st.plotly_chart(fig, width="stretch")
+gains = pd.DataFrame(summary["gains"])
+st.subheader("What each class would gain")
+st.dataframe(gains, hide_index=True, width="stretch")
+
+label = st.selectbox("Sample of", ["all classes"] + store.labels())
+picked = candidates(store, run["id"], threshold, label=None if label == "all classes" else label, limit=24)
+item_grid(store, [c[0] for c in picked], captions={c[0]: f"{c[1]} {c[2]:.2f}" for c in picked})
+
+annotator = st.session_state.get("annotator", "")
+total = int(gains["gain"].sum()) if not gains.empty else 0
+if st.button(f"Accept {total} pseudo-labels", type="primary", disabled=not annotator or total == 0,
+             help=None if annotator else "enter your name in the sidebar first"):
+    n = accept_pseudo_labels(store, run["id"], threshold, annotator=annotator)
+    st.success(f"Recorded {n} labels as one bulk action by {annotator} (undo from the Label page or below).")
+if annotator and st.button("Undo my last action"):
+    st.info(f"Undid {len(store.undo_last(annotator))} label(s).")
