@@ -3,7 +3,7 @@ with the lasso or box and label it in one action (a bulk annotation, undoable)."
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import COLOR_BY, map_frame
+from core.analysis import COLOR_BY, NO_LABEL, map_frame
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -25,9 +25,15 @@ if df.empty:
     st.warning("This run has no map coordinates.")
     st.stop()
 continuous = color_by in ("confidence", "disagreement")
+styling = {"color_continuous_scale": "Viridis"}
+if not continuous:  # unlabelled items in light grey, drawn first so that labelled ones stay visible on top
+    cats = sorted(df["color"].unique(), key=lambda c: (c != NO_LABEL, len(c), c))
+    palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    styling = {"category_orders": {"color": cats},
+               "color_discrete_map": {c: "#d3d3d3" if c == NO_LABEL else palette[k % len(palette)]
+                                      for k, c in enumerate(cats)}}
 fig = px.scatter(df, x="x", y="y", color="color", render_mode="webgl", hover_name="hover",
-                 custom_data=["item_id"], color_continuous_scale="Viridis" if continuous else None,
-                 labels={"color": color_by})
+                 custom_data=["item_id"], labels={"color": color_by}, **styling)
 fig.update_traces(marker={"size": 4 if len(df) > 20000 else 6, "opacity": 0.8})
 fig.update_layout(height=620, dragmode="lasso", margin={"l": 0, "r": 0, "t": 10, "b": 0},
                   xaxis={"visible": False}, yaxis={"visible": False})
