@@ -440,6 +440,15 @@ class Store:
             self.retract(ids, by=annotator)
         return items
 
+    def has_active_vote(self, item_id: int, annotator: str) -> bool:
+        """Whether ``annotator`` has an active (not retracted) human or bulk vote on the item."""
+        row = self.conn.execute(
+            "SELECT 1 FROM annotations a LEFT JOIN retractions r ON r.annotation_id = a.id WHERE r.annotation_id "
+            "IS NULL AND a.item_id = ? AND a.annotator = ? AND a.kind IN ('human', 'bulk') LIMIT 1",
+            (int(item_id), annotator),
+        ).fetchone()
+        return row is not None
+
     def active_votes(self, item_ids: Sequence[int] | None = None, *, kinds: Sequence[str] = HUMAN_KINDS) -> list[sqlite3.Row]:
         """Active (not retracted) annotations of the given kinds, oldest first."""
         kind_sql = ",".join("?" * len(kinds))

@@ -35,6 +35,13 @@ def refill() -> None:
 
 
 def record(item_id: int, label: str) -> None:
+    # A key pressed again before the next item was drawn still carries the item just labelled (and an
+    # interrupted rerun may not keep the queue's session state), so the store decides: one vote per press
+    # and item; changing one's mind goes through undo.
+    if store.has_active_vote(item_id, annotator):
+        state["undo_msg"] = "That key press came before the next item was shown; it was not recorded."
+        state["queue"] = [q for q in state["queue"] if q["item_id"] != item_id]
+        return
     seconds = time.monotonic() - state.get("shown_at", time.monotonic())
     store.annotate(item_id, annotator, label, seconds=round(seconds, 3))
     state["last"] = item_id
@@ -43,6 +50,8 @@ def record(item_id: int, label: str) -> None:
 
 
 def skip(item_id: int) -> None:
+    if not state["queue"] or state["queue"][0]["item_id"] != item_id:
+        return
     state["skipped"].add(item_id)
     state["queue"] = [q for q in state["queue"] if q["item_id"] != item_id]
     state["shown_at"] = time.monotonic()
@@ -69,7 +78,7 @@ with left:
 with right:
     if current.get("suggestion") is not None:
         st.metric("Model suggests", current["suggestion"], f"confidence {current['confidence']:.0%}",
-                  delta_color="off")
+                  delta_color="off", delta_arrow="off")
     else:
         st.caption("No model suggestion yet.")
     keys = shortcut_keys(labels)

@@ -1,0 +1,174 @@
+"""Real-browser end-to-end tests: Playwright drives Debian's Chromium against the app and the worker.
+
+The app (``streamlit run app.py``) and the worker (``python -m core worker``) run as subprocesses on a 300-item
+demo project. Screenshots of every page visited go to ``test-output/browser/``. Speed is measured by
+``bench/bench_browser.py`` (100,000 items), not asserted here.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+
+import pytest
+
+from core.demo import create_demo
+from core.store import Store
+from tests.browser_helpers import (CHROMIUM, app_server, browser, caption, chromium_problem, goto_page,
+                                   press_and_wait_next, set_annotator, shot, wait_home, wait_idle, wait_label_ready)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"Debian's Chromium is absent at {CHROMIUM}"),
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, store, browser) for a 300-item demo project served with its worker."""
+    problem = chromium_problem()
+    if problem:
+        pytest.skip(problem)
+    tmp = tmp_path_factory.mktemp("browser")
+    store, created = create_demo(tmp / "projects" / "demo", n=300, queue_features=False)
+    assert created
+    with app_server(tmp / "projects", worker=True, log_dir=tmp / "logs") as url, browser() as b:
+        yield url, store, b
+
+
+def _open(b, url: str, annotator: str | None = None):
+    ctx = b.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    page.goto(url)
+    wait_home(page)
+    if annotator:
+        set_annotator(page, annotator)
+    return ctx, page
+
+
+def _item_id(cap: str) -> int:
+    return int(re.match(r"item (\d+) ", cap).group(1))
+
+
+def _votes_by(store: Store, annotator: str) -> int:
+    return sum(1 for v in store.active_votes() if v["annotator"] == annotator)
+
+
+def test_label_retrain_and_suggestions(served):
+    url, store, b = served
+    ctx, page = _open(b, url)
+    try:
+        wait_idle(page)
+        shot(page, "home")
+        set_annotator(page, "tester")
+        goto_page(page, "Label")
+        wait_label_ready(page)
+        assert page.get_by_text("No model suggestion yet.").is_visible()
+        shot(page, "label_before")
+        truth = store.reference_labels()
+        shown = []
+        for _ in range(5):
+            cap = caption(page)
+            shown.append(_item_id(cap))
+            new, _ms = press_and_wait_next(page, truth[_item_id(cap)])  # press the digit of the true label
+            assert new != cap
+        assert _votes_by(store, "tester") == 5
+        assert {v["item_id"] for v in store.active_votes() if v["annotator"] == "tester"} == set(shown)
+
+        goto_page(page, "Train")
+        page.get_by_role("button", name="Retrain now").click()
+        page.get_by_text(re.compile(r"Job \d+ is|published run")).first.wait_for(timeout=30_000)
+        shot(page, "train_running")
+        page.get_by_text(re.compile(r"published run \d+")).wait_for(timeout=180_000)
+        wait_idle(page)
+        page.mouse.move(5, 5)  # no tooltip over the page in the screenshot
+        shot(page, "train_done")
+        assert store.run() is not None, "the Train page said a run was published but the store has none"
+
+        goto_page(page, "Label")
+        wait_label_ready(page)
+        page.get_by_text("Model suggests").wait_for(timeout=30_000)
+        assert not page.get_by_text("No model suggestion yet.").is_visible()
+        shot(page, "label_after")
+    finally:
+        ctx.close()
+
+
+def test_two_annotators_at_once(served):
+    url, store, b = served
+    ctx_a, a = _open(b, url, "ann_a")
+    ctx_b, bb = _open(b, url, "ann_b")
+    try:
+        goto_page(a, "Label")
+        goto_page(bb, "Label")
+        for k in range(4):  # interleave: a, b, a, b, ...
+            press_and_wait_next(a, str(k % 10))
+            press_and_wait_next(bb, str((k + 5) % 10))
+        shot(a, "label_ann_a")
+        shot(bb, "label_ann_b")
+        assert _votes_by(store, "ann_a") == 4
+        assert _votes_by(store, "ann_b") == 4
+        assert {"ann_a", "ann_b"} <= set(store.annotators())
+    finally:
+        ctx_a.close()
+        ctx_b.close()
+
+
+def test_label_speed_smoke(served):
+    """Times the first load and key -> next item on the small project; reports, asserts no timing."""
+    url, store, b = served
+    ctx = b.new_context(viewport={"width": 1400, "height": 900})
+    page = ctx.new_page()
+    try:
+        t0 = time.perf_counter()
+        page.goto(url)
+        wait_home(page)
+        first_load = time.perf_counter() - t0
+        set_annotator(page, "speed")
+        goto_page(page, "Label")
+        times, seen = [], set()
+        for k in range(15):
+            cap, ms = press_and_wait_next(page, str(k % 10))
+            seen.add(cap)
+            times.append(ms)
+        assert len(seen) == 15 and _votes_by(store, "speed") == 15
+        print(f"\n300 items: first load {first_load:.2f} s; key -> next item median {statistics.median(times):.0f} ms, "
+              f"max {max(times):.0f} ms")
+    finally:
+        ctx.close()
+
+
+def test_rapid_key_presses_never_vote_twice_on_one_item(served):
+    """Keys pressed faster than the page redraws must not land on the item that was already labelled."""
+    url, store, b = served
+    ctx, page = _open(b, url, "rapid")
+    try:
+        goto_page(page, "Label")
+        wait_label_ready(page)
+        for _ in range(4):
+            page.keyboard.press("1")  # no wait between presses
+        wait_idle(page)
+        votes = [v["item_id"] for v in store.active_votes() if v["annotator"] == "rapid"]
+        assert 1 <= len(votes) <= 4
+        assert len(votes) == len(set(votes)), f"an item got several votes from one fast typist: {votes}"
+    finally:
+        ctx.close()
+
+
+def test_every_page_in_the_browser(served):
+    """After the retrain above: every page renders without an exception; a screenshot of each is saved."""
+    url, store, b = served
+    assert store.run() is not None
+    ctx, page = _open(b, url, "viewer")
+    try:
+        shot(page, "page_home")
+        for title in ("Label", "Embeddings", "Pseudo-labels", "Clusters", "Consensus", "Train"):
+            goto_page(page, title)
+            wait_idle(page)
+            assert page.locator("[data-testid=stException]").count() == 0, title
+            shot(page, "page_" + title.lower().replace("-", "_"))
+        goto_page(page, "Embeddings")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the WebGL map is drawn
+        assert page.locator(".js-plotly-plot").count() >= 1
+    finally:
+        ctx.close()
