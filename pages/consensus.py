@@ -25,7 +25,8 @@ for row in rows[:20]:
             st.write(f"**item {item.id}** · agreement {row['agreement']:.0%} · {row['n_votes']} votes")
             st.write(", ".join(f"{a}: **{lab}**" for a, lab in row["votes"]))
         with right:
-            choice = st.selectbox("Decision", labels, key=f"adj-{item.id}")
+            leading = labels.index(row["label"]) if row.get("label") in labels else 0
+            choice = st.selectbox("Decision", labels, index=leading, key=f"adj-{item.id}")
             if st.button("Adjudicate", key=f"adj-btn-{item.id}"):
                 adjudicate(store, item.id, choice, reviewer=reviewer)
                 st.rerun()
