@@ -144,12 +144,13 @@ def test_rapid_key_presses_never_vote_twice_on_one_item(served):
     ctx, page = _open(b, url, "rapid")
     try:
         goto_page(page, "Label")
+        press_and_wait_next(page, "1")  # the shortcuts are live once one press has moved to the next item
         wait_label_ready(page)
         for _ in range(4):
             page.keyboard.press("1")  # no wait between presses
         wait_idle(page)
         votes = [v["item_id"] for v in store.active_votes() if v["annotator"] == "rapid"]
-        assert 1 <= len(votes) <= 4
+        assert 2 <= len(votes) <= 5
         assert len(votes) == len(set(votes)), f"an item got several votes from one fast typist: {votes}"
     finally:
         ctx.close()
