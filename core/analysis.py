@@ -644,3 +644,33 @@ def compare_runs(store: Store, run_a: int, run_b: int) -> dict[str, Any]:
         "transitions": pd.crosstab(both["label_a"], both["label_b"]).reindex(index=classes, columns=classes,
                                                                            fill_value=0),
     }
+
+
+def agreement_report(store: Store) -> dict:
+    """Agreement among the project's annotators, for the Consensus page.
+
+    Returns
+    -------
+    dict with ``n_items`` (items with votes), ``fleiss_kappa``, ``krippendorff_alpha`` (nominal),
+    ``cohen`` (DataFrame M x M of pairwise Cohen's kappa, annotator names as index and columns),
+    ``annotators`` (DataFrame: annotator, votes, accuracy against the stored consensus, median seconds),
+    ``class_confusion`` (DataFrame K x K: how often one annotator's label met another's on the same item).
+    """
+    from .agreement import annotator_stats, class_confusion, cohen_kappa_matrix, fleiss_kappa, krippendorff_alpha_nominal
+    from .votes import label_matrix
+
+    lm = label_matrix(store)
+    K = len(lm.classes)
+    out: dict = {"n_items": int(len(lm.item_ids)), "annotator_names": lm.annotators}
+    if len(lm.item_ids) == 0:
+        return {**out, "fleiss_kappa": float("nan"), "krippendorff_alpha": float("nan"), "cohen": pd.DataFrame(),
+                "annotators": pd.DataFrame(), "class_confusion": pd.DataFrame()}
+    cons = {r["item_id"]: r["label"] for r in store.consensus_rows() if r["label"] is not None}
+    cls = {c: k for k, c in enumerate(lm.classes)}
+    consensus = np.array([cls.get(cons.get(int(i)), np.nan) for i in lm.item_ids], dtype=float)
+    stats = annotator_stats(lm.L, consensus, seconds=lm.seconds).reset_index(drop=True)
+    stats.insert(0, "annotator", lm.annotators)
+    kappa = pd.DataFrame(cohen_kappa_matrix(lm.L, K), index=lm.annotators, columns=lm.annotators)
+    conf = pd.DataFrame(class_confusion(lm.L, K), index=lm.classes, columns=lm.classes)
+    return {**out, "fleiss_kappa": fleiss_kappa(lm.L, K), "krippendorff_alpha": krippendorff_alpha_nominal(lm.L, K),
+            "cohen": kappa, "annotators": stats, "class_confusion": conf}

@@ -313,3 +313,25 @@ def test_run_without_map_or_clusters_and_missing_predictions(project):
     assert df["hover"].tolist() == ["text number 6 — predicted (none)", "text number 8 — predicted a (0.95)"]
     assert df["prediction"].tolist() == [None, "a"] and df["cluster"].isna().all()
     assert analysis.map_frame(store, run4, color_by="cluster")["color"].tolist() == ["(none)", "(none)"]
+
+
+def test_label_matrix_and_agreement_report(tmp_path):
+    from core.analysis import agreement_report
+    from core.ingest import import_manifest
+    from core.votes import label_matrix
+
+    store = Store.create(tmp_path / "agree", modality="text", labels=["a", "b"], min_votes=1, extractor="tfidf_svd")
+    man = tmp_path / "agree.csv"
+    man.write_text("text\n" + "\n".join(f"text number {i}" for i in range(4)) + "\n")
+    import_manifest(store, man)
+    store.annotate_many([(1, "a"), (2, "a"), (3, "b")], annotator="x")
+    store.annotate_many([(1, "a"), (2, "b"), (3, "b")], annotator="y")
+    store.annotate(2, "x", "b")  # x changes their mind: only the latest vote counts
+    lm = label_matrix(store)
+    assert lm.item_ids.tolist() == [1, 2, 3] and lm.annotators == ["x", "y"]
+    assert lm.L.tolist() == [[0, 0], [1, 1], [1, 1]]
+    rep = agreement_report(store)
+    assert rep["fleiss_kappa"] == pytest.approx(1.0) and rep["krippendorff_alpha"] == pytest.approx(1.0)
+    assert rep["cohen"].loc["x", "y"] == pytest.approx(1.0)
+    assert rep["annotators"].set_index("annotator").loc["y", "n_votes"] == 3
+    assert int(rep["class_confusion"].loc["a", "a"]) == 2  # item 1: x said a, y said a (both directions)

@@ -117,6 +117,7 @@ def test_pseudo_labels_accept_is_one_undoable_bulk_action(trained_app):
 
 def test_consensus_page_adjudicates(trained_app):
     at = _app("pages/consensus.py", annotator="rev")
+    assert any(m.label == "Fleiss' kappa" and m.value != "-" for m in at.metric)
     first = next(b for b in at.button if b.key and b.key.startswith("adj-btn-"))
     item_id = int(first.key.split("-")[-1])
     first.click().run()

@@ -1,0 +1,52 @@
+"""The project's votes as a label matrix (N items x M annotators), the input of the consensus methods.
+
+Each annotator counts once per item with their latest active human or bulk vote; machine labels and
+adjudications are left out (adjudications override consensus, they are not a rater's vote).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .store import Store
+
+
+@dataclass(frozen=True)
+class LabelMatrix:
+    """Votes of the annotated items.
+
+    Attributes
+    ----------
+    item_ids : ndarray (N,) int64     items with at least one vote, ascending
+    annotators : list[str]            (M,) column names
+    classes : list[str]               (K,) the label set; L holds indices into it
+    L : ndarray (N, M) float          class index, NaN where the annotator did not vote
+    seconds : ndarray (N, M) float    time the annotator took, NaN where unknown
+    """
+
+    item_ids: np.ndarray
+    annotators: list[str]
+    classes: list[str]
+    L: np.ndarray
+    seconds: np.ndarray
+
+
+def label_matrix(store: Store) -> LabelMatrix:
+    """Build the label matrix from the store's active votes."""
+    classes = store.labels()
+    cls = {c: k for k, c in enumerate(classes)}
+    latest: dict[tuple[int, str], tuple[int, float | None]] = {}
+    for v in store.active_votes(kinds=("human", "bulk")):  # oldest first: later votes overwrite
+        latest[(v["item_id"], v["annotator"])] = (cls[v["label"]], v["seconds"])
+    item_ids = np.array(sorted({i for i, _ in latest}), dtype=np.int64)
+    annotators = sorted({a for _, a in latest})
+    row = {int(i): r for r, i in enumerate(item_ids)}
+    col = {a: c for c, a in enumerate(annotators)}
+    L = np.full((len(item_ids), len(annotators)), np.nan)
+    S = np.full_like(L, np.nan)
+    for (i, a), (k, s) in latest.items():
+        L[row[i], col[a]] = k
+        if s is not None:
+            S[row[i], col[a]] = s
+    return LabelMatrix(item_ids, annotators, classes, L, S)
