@@ -88,7 +88,8 @@ def heartbeat(store: Store, job_id: int) -> bool:
 
 
 def set_progress(store: Store, job_id: int, progress: dict[str, Any], message: str | None = None) -> None:
-    """Record progress (step, total, loss, phase); an ETA is derived from the elapsed time."""
+    """Record progress (step, total, loss, phase, eta_s); without an ETA from the caller one is derived
+    from the time since the job started."""
     prog = dict(progress)
     with store.transaction() as conn:
         row = conn.execute("SELECT started_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -97,7 +98,8 @@ def set_progress(store: Store, job_id: int, progress: dict[str, Any], message: s
         if row and row[0] and step and total and step > 0:
             elapsed = t - row[0]
             prog["elapsed_s"] = round(elapsed, 2)
-            prog["eta_s"] = round(elapsed / step * max(total - step, 0), 1)
+            # training reports per-phase steps with its own per-phase ETA (training.PhaseProgress): keep it
+            prog.setdefault("eta_s", round(elapsed / step * max(total - step, 0), 1))
         conn.execute(
             "UPDATE jobs SET progress = ?, heartbeat_at = ?, message = COALESCE(?, message) WHERE id = ?",
             (json.dumps(prog), t, message, job_id),

@@ -15,14 +15,15 @@ from . import active
 from .store import Store
 
 
-def vote_stats(store: Store, item_ids: np.ndarray) -> active.VoteStats:
-    """Per-item vote counts for ``item_ids`` (n,) from the consensus table."""
+def vote_stats(store: Store, item_ids: np.ndarray, votes: list | None = None) -> active.VoteStats:
+    """Per-item vote counts for ``item_ids`` (n,) from the active human and bulk votes (``votes`` when the
+    caller already read them) and the consensus table."""
     pos = {int(i): k for k, i in enumerate(item_ids)}
     n = len(item_ids)
     n_votes, top, second = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     confirmed = np.zeros(n, bool)
     per_item: dict[int, dict[str, dict[str, str]]] = {}
-    for v in store.active_votes(kinds=("human", "bulk")):
+    for v in votes if votes is not None else store.active_votes(kinds=("human", "bulk")):
         per_item.setdefault(v["item_id"], {})[v["annotator"]] = v["label"]
     for item_id, by_annotator in per_item.items():
         k = pos.get(item_id)
@@ -81,13 +82,14 @@ def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10,
     item_ids = store.item_ids()
     if len(item_ids) == 0:
         return []
-    stats = vote_stats(store, item_ids)
+    votes = store.active_votes(kinds=("human", "bulk"))  # read once: counts and the annotator's own votes
+    stats = vote_stats(store, item_ids, votes)
     candidates = np.ones(len(item_ids), bool)
     if strategy != "needs_another_vote":
         candidates &= ~stats.confirmed
     skip = set(exclude or ())
     if annotator:
-        skip |= {v["item_id"] for v in store.active_votes(kinds=("human", "bulk")) if v["annotator"] == annotator}
+        skip |= {v["item_id"] for v in votes if v["annotator"] == annotator}
     if skip:
         candidates &= ~np.isin(item_ids, np.fromiter(skip, np.int64))
     proba = aligned_proba(store, item_ids)
