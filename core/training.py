@@ -22,7 +22,7 @@ from .errors import FeatureError, JobCancelled, TrainingError
 from .evaluate import evaluate_arrays
 from .features import compute_features
 from .features.base import ItemRef
-from .models import TrainContext, get_trainer
+from .models import LABEL_FREE, TrainContext, get_trainer
 from .store import Store
 
 ProgressFn = Callable[[dict], None]
@@ -36,6 +36,11 @@ class FeatureMatrix:
     X: np.ndarray
     extractors: list[str]
     failures: list[dict] = field(default_factory=list)
+    views: dict[str, slice] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.views:  # one extractor: all columns are its own
+            self.views = {self.extractors[0]: slice(0, self.X.shape[1])}
 
 
 def _extractors_for(store: Store, override: str | None) -> list[str]:
@@ -90,11 +95,15 @@ def ensure_features(
     for ids, _ in blocks[1:]:
         common = np.intersect1d(common, ids)
     parts = []
-    for ids, X in blocks:
+    views: dict[str, slice] = {}
+    start = 0
+    for name, (ids, X) in zip(names, blocks):
         pos = {int(i): k for k, i in enumerate(ids)}
         sub = X[[pos[int(i)] for i in common]]
         parts.append(sub / np.maximum(np.linalg.norm(sub, axis=1, keepdims=True), 1e-12))
-    return FeatureMatrix(common, np.hstack(parts).astype(np.float32), names, failures)
+        views[name] = slice(start, start + sub.shape[1])
+        start += sub.shape[1]
+    return FeatureMatrix(common, np.hstack(parts).astype(np.float32), names, failures, views)
 
 
 def _failure_dict(f, extractor: str) -> dict:
@@ -169,7 +178,7 @@ def train_model(
     keep = [k for k, i in enumerate(conf_ids) if int(i) in pos]
     labelled = np.array([pos[int(conf_ids[k])] for k in keep], dtype=np.int64)
     y = conf_labels[keep]
-    if len(labelled) == 0:
+    if len(labelled) == 0 and model not in LABEL_FREE:
         raise TrainingError(
             "No confirmed labels to train on yet: label items until they reach the project's min_votes "
             f"({store.settings().get('min_votes')}), or import labels."
@@ -178,7 +187,8 @@ def train_model(
     ctx = TrainContext(
         X=feats.X, item_ids=feats.ids, labelled=labelled, y=y, classes=classes, params=dict(params or {}),
         device=device, progress=report, should_cancel=cancel, previous=previous,
-        previous_dir=None if previous is None else store.run_dir(previous),
+        previous_dir=None if previous is None else store.run_dir(previous), views=feats.views,
+        items=_items_in_order(store, feats.ids),
     )
     report({"phase": "fit", "step": 0, "total": 1})
     out = trainer(ctx)
@@ -224,6 +234,12 @@ def train_model(
         clusters=clusters, coords=coords, n_labelled=len(labelled), parent_id=None if previous is None else previous["id"],
         job_id=job_id, extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
     )
+
+
+def _items_in_order(store: Store, ids: np.ndarray) -> list:
+    """The store's item rows in the order of ``ids`` (n,)."""
+    by_id = {it.id: it for it in store.items()}
+    return [by_id[int(i)] for i in ids]
 
 
 def kmeans_clusters(X: np.ndarray, *, n_clusters: int, random_state: int = 0) -> np.ndarray:

@@ -30,6 +30,13 @@ class TrainContext:
     progress : callable(dict)      report step/total/loss/phase
     should_cancel : callable() -> bool
     previous : dict | None         the newest published run of this model (for warm starts)
+    previous_dir : Path | None     its artefact folder
+    views : dict[str, slice]       columns of X per extractor, e.g. {"efficientnet_lite0": slice(0, 1280),
+                                   "minilm": slice(1280, 1664)} for image+caption items (one entry otherwise)
+    sample_weight : ndarray (m,) float32 | None
+                                   per labelled row, the consensus confidence when the project asks for it
+    items : list | None            the store's Item rows in the order of ``item_ids`` (paths, text, group),
+                                   for families that read the media themselves (pseudo_label, reid)
     """
 
     X: np.ndarray
@@ -43,6 +50,13 @@ class TrainContext:
     should_cancel: Callable[[], bool]
     previous: dict | None = None
     previous_dir: Any = None
+    views: dict[str, slice] = field(default_factory=dict)
+    sample_weight: np.ndarray | None = None
+    items: list | None = None
+
+    def view(self, name: str) -> np.ndarray:
+        """The columns of ``X`` that extractor ``name`` produced, (n, d_name)."""
+        return self.X[:, self.views[name]] if self.views else self.X
 
 
 @dataclass
@@ -57,6 +71,9 @@ class TrainOutput:
     artefacts : dict[str, object]        objects saved with joblib under the run's folder
     embeddings : ndarray (n, e) | None   model embedding for the map (features used when None)
     clusters : ndarray (n,) int | None   the model's own clusters (k-means on the embedding when None)
+    pseudo_labels : list[dict]           machine labels to store as "pseudo" annotations of the new run:
+                                         {"row": int (index into X), "label": str, "confidence": float,
+                                         "round": int}; never confirmed until a person accepts them
     """
 
     proba: np.ndarray
@@ -65,6 +82,7 @@ class TrainOutput:
     artefacts: dict[str, Any] = field(default_factory=dict)
     embeddings: np.ndarray | None = None
     clusters: np.ndarray | None = None
+    pseudo_labels: list[dict] = field(default_factory=list)
 
 
 def _train_classifier(ctx: TrainContext) -> TrainOutput:
@@ -89,6 +107,9 @@ def _train_classifier(ctx: TrainContext) -> TrainOutput:
 
 
 MODELS: dict[str, Callable[[TrainContext], TrainOutput]] = {"classifier": _train_classifier}
+
+#: families that can train with no confirmed label at all (clustering)
+LABEL_FREE: set[str] = set()
 
 
 def get_trainer(name: str) -> Callable[[TrainContext], TrainOutput]:
