@@ -211,6 +211,21 @@ def cmd_status(a) -> int:
     return EXIT_OK
 
 
+def cmd_consensus(a) -> int:
+    from .store import Store
+
+    store = Store(a.project)
+    if a.min_votes is not None:
+        store.set_setting("min_votes", a.min_votes)
+    if a.min_confidence is not None:
+        store.set_setting("min_confidence", a.min_confidence)
+    if a.weight_by_confidence is not None:
+        store.set_setting("weight_by_confidence", a.weight_by_confidence == "on")
+    out = store.refit_consensus(a.method)
+    _print(out, a.json)
+    return EXIT_OK
+
+
 def cmd_query(a) -> int:
     from .queue import next_items
     from .store import Store
@@ -314,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = cmd("status", cmd_status, "project overview and recent jobs")
     sp.add_argument("project")
+
+    sp = cmd("consensus", cmd_consensus, "choose the consensus method and refit it on all votes")
+    sp.add_argument("project")
+    sp.add_argument("--method", choices=["majority", "dawid_skene", "model_aware"],
+                    help="the method from now on (default: the project's current one)")
+    sp.add_argument("--min-votes", type=int, help="majority vote: agreeing votes that confirm an item")
+    sp.add_argument("--min-confidence", type=float, help="Dawid-Skene / model-aware: posterior that confirms an item")
+    sp.add_argument("--weight-by-confidence", choices=["on", "off"],
+                    help="training weighs each confirmed item by its consensus confidence")
 
     sp = cmd("query", cmd_query, "the next items to label by a query strategy")
     sp.add_argument("project")

@@ -100,6 +100,13 @@ class VoteStats:
         Votes for one label that a consensus needs to be confirmed (>= 1).
     confirmed : np.ndarray, shape (n,), bool
         Whether the item's consensus is confirmed (what training treats as labelled).
+    posterior : np.ndarray, shape (n, k), optional
+        The consensus method's class posterior per item (Dawid-Skene, model-aware); rows of zeros where
+        there is none. When given, ``needs_another_vote`` ranks by what one more vote would do to it.
+    min_confidence : float
+        Posterior that confirms an item under such a method.
+    vote_accuracy : float
+        Chance that a further vote is right (the fitted annotators' mean accuracy).
     """
 
     n_votes: np.ndarray
@@ -107,9 +114,19 @@ class VoteStats:
     second_support: np.ndarray
     min_votes: int
     confirmed: np.ndarray
+    posterior: np.ndarray | None = None
+    min_confidence: float = 0.9
+    vote_accuracy: float = 0.7
 
     def __post_init__(self) -> None:
         owner = "VoteStats"
+        if self.posterior is not None:
+            post = np.asarray(self.posterior, dtype=np.float64)
+            check_param(owner, "posterior", f"array of shape {post.shape}",
+                        post.ndim == 2 and post.shape[0] == np.asarray(self.n_votes).shape[0],
+                        "an (n, k) array with one row per item")
+            object.__setattr__(self, "posterior", post)
+        check_param(owner, "vote_accuracy", self.vote_accuracy, 0 < self.vote_accuracy < 1, "a float in (0, 1)")
         check_param(owner, "min_votes", self.min_votes,
                     isinstance(self.min_votes, (int, np.integer)) and not isinstance(self.min_votes, bool)
                     and self.min_votes >= 1, "an int >= 1")
@@ -596,6 +613,29 @@ def cluster_diverse(proba: np.ndarray | None, *, batch_size: int, candidates: np
     return _dedup(ranked, inp.embeddings, b, inp.dedup_threshold)
 
 
+def _one_more_vote_effect(post: np.ndarray, min_confidence: float, accuracy: float) -> np.ndarray:
+    """Probability (r,) that one more vote settles or changes each item's consensus.
+
+    The next vote ``l`` has probability ``sum_k post[k] * A[k, l]`` with ``A`` = ``accuracy`` on the diagonal
+    and the rest spread evenly; the posterior after it is ``post * A[:, l]`` renormalised. An outcome counts
+    when that posterior's maximum reaches ``min_confidence`` or its argmax differs from the current one.
+    Rows without a posterior (all zeros) get 0.
+    """
+    r, k = post.shape
+    if r == 0:
+        return np.zeros(0)
+    A = np.full((k, k), (1 - accuracy) / max(k - 1, 1))
+    np.fill_diagonal(A, accuracy)
+    has = post.sum(1) > 0
+    now = post.argmax(1)
+    p_vote = post @ A                                    # (r, k): probability of the next vote being l
+    new = post[:, :, None] * A[None, :, :]               # (r, k true, k vote)
+    new = new / np.maximum(new.sum(1, keepdims=True), 1e-300)
+    settles = new.max(1) >= min_confidence               # (r, k vote)
+    changes = new.argmax(1) != now[:, None]
+    return np.where(has, (p_vote * (settles | changes)).sum(1), 0.0)
+
+
 @_register("needs_another_vote")
 @_with_params_doc
 def needs_another_vote(proba: np.ndarray | None, *, batch_size: int, candidates: np.ndarray | None = None,
@@ -616,6 +656,10 @@ def needs_another_vote(proba: np.ndarray | None, *, batch_size: int, candidates:
     3. lower row index.
 
     Items without votes are never returned; use another strategy for those. ``votes`` is required.
+
+    With a fitted consensus method (``votes.posterior`` given) the order is instead the probability that
+    one more vote, right with probability ``vote_accuracy``, settles the item (its posterior reaches
+    ``min_confidence``) or changes its consensus label (see :func:`_one_more_vote_effect`).
     """
     inp = _prepare("needs_another_vote", proba, batch_size, candidates, embeddings, votes, rng, dedup_threshold)
     if inp.votes is None:
@@ -629,6 +673,14 @@ def needs_another_vote(proba: np.ndarray | None, *, batch_size: int, candidates:
     if pos.shape[0] == 0:
         return np.zeros(0, np.int64)
     rows = inp.cand_idx[pos]
+    if v.posterior is not None:
+        score = _one_more_vote_effect(v.posterior[rows], v.min_confidence, v.vote_accuracy)
+        if inp.proba is not None:  # among equals, where the model is least sure
+            k = inp.proba.shape[1]
+            score = score + 1e-3 * _entropy(inp.proba[rows]) / max(np.log(k), 1e-12)
+        sub = _Inputs(n=inp.n, proba=None, cand_idx=rows, embeddings=inp.embeddings, votes=None, rng=inp.rng,
+                      batch_size=inp.batch_size, dedup_threshold=inp.dedup_threshold)
+        return _rank_and_pick(score, sub)
     top = v.top_support[rows]
     needed = np.maximum(1, v.min_votes - top).astype(np.float64)
     if inp.proba is not None:

@@ -566,30 +566,63 @@ def label_cluster(
 
 # ---------------------------------------------------------------------------------------------- 5. consensus
 def disagreements(store: Store, *, limit: int = 200, include_adjudicated: bool = False) -> list[dict[str, Any]]:
-    """Items with >= 2 active human/bulk votes whose consensus is unconfirmed or not unanimous.
+    """The adjudication queue: items with >= 2 active human/bulk votes whose consensus is unconfirmed or not
+    unanimous, the ones that matter most first.
 
-    Sorted by agreement (lowest first), then number of votes (most first), then item id. Adjudicated items
-    are left out unless ``include_adjudicated`` (a reviewer already settled them).
+    ``priority = model_uncertainty + (1 - agreement) + 0.1 * ln(n_votes)``: an item the model cannot
+    decide (normalised entropy of the newest run's probabilities; 1 without a run) on which annotators split
+    goes first, and among equals the one on which more votes were spent. Ties keep item id order.
+    Adjudicated items are left out unless ``include_adjudicated`` (a reviewer already settled them).
 
     Returns
     -------
     list of dict
         item_id, votes (list of (annotator, label): each annotator's latest vote), n_votes, agreement,
-        label (the consensus label or None), confirmed (bool), method.
+        label (the consensus label or None), confirmed (bool), method, confidence (the consensus method's,
+        or None), model_uncertainty (0..1), priority.
     """
+    from .queue import aligned_proba
+
     limit = _check_limit("disagreements", limit, allow_none=False)
-    sql = ("SELECT item_id, label, confirmed, n_votes, agreement, method FROM consensus "
+    sql = ("SELECT item_id, label, confirmed, n_votes, agreement, method, confidence FROM consensus "
            "WHERE n_votes >= 2 AND (confirmed = 0 OR agreement < 1)")
     if not include_adjudicated:
         sql += " AND method != 'adjudication'"
-    sql += " ORDER BY agreement ASC, n_votes DESC, item_id ASC LIMIT ?"
-    rows = store.conn.execute(sql, (limit,)).fetchall()
-    votes: dict[int, dict[str, str]] = {int(r["item_id"]): {} for r in rows}
+    rows = store.conn.execute(sql + " ORDER BY item_id").fetchall()
+    if not rows:
+        return []
+    ids = np.array([r["item_id"] for r in rows], dtype=np.int64)
+    try:
+        proba = aligned_proba(store, ids)
+    except OSError:  # a run without its probability file (published by hand): no model view
+        proba = None
+    if proba is None:
+        uncertainty = np.ones(len(ids))
+    else:
+        p = np.clip(proba.astype(np.float64), 1e-12, 1.0)
+        uncertainty = -(p * np.log(p)).sum(1) / max(np.log(p.shape[1]), 1e-12)
+    agreement = np.array([r["agreement"] for r in rows], dtype=np.float64)
+    n_votes = np.array([r["n_votes"] for r in rows], dtype=np.float64)
+    priority = uncertainty + (1 - agreement) + 0.1 * np.log(n_votes)
+    order = np.argsort(-priority, kind="stable")[:limit]
+    picked = [rows[k] for k in order]
+    votes: dict[int, dict[str, str]] = {int(r["item_id"]): {} for r in picked}
     for v in store.active_votes(list(votes), kinds=VOTE_KINDS):
         votes[v["item_id"]][v["annotator"]] = v["label"]
     return [{"item_id": int(r["item_id"]), "votes": list(votes[int(r["item_id"])].items()),
              "n_votes": int(r["n_votes"]), "agreement": float(r["agreement"]), "label": r["label"],
-             "confirmed": bool(r["confirmed"]), "method": r["method"]} for r in rows]
+             "confirmed": bool(r["confirmed"]), "method": r["method"], "confidence": r["confidence"],
+             "model_uncertainty": round(float(uncertainty[k]), 4), "priority": round(float(priority[k]), 4)}
+            for k, r in zip(order, picked)]
+
+
+def consensus_apply(store: Store, *, method: str, min_votes: int, min_confidence: float,
+                    weight_by_confidence: bool) -> dict[str, Any]:
+    """Save the Consensus page's choices and refit the method on every vote (one call from the page)."""
+    store.set_setting("min_votes", int(min_votes))
+    store.set_setting("min_confidence", float(min_confidence))
+    store.set_setting("weight_by_confidence", bool(weight_by_confidence))
+    return store.refit_consensus(method)
 
 
 def adjudicate(store: Store, item_id: int, label: str, *, reviewer: str) -> int:

@@ -143,7 +143,8 @@ def majority_vote(L: np.ndarray, *, n_classes: int | None = None) -> ConsensusTa
     return _table(post, counts, "majority", ties_to_none=True)
 
 
-def _confusion_prior(K: int, strength: float, diag: float) -> np.ndarray:
+def confusion_prior(K: int, strength: float, diag: float) -> np.ndarray:
+    """Dirichlet pseudo-counts (K, K) of a confusion matrix: rows sum to ``strength``, ``diag`` of it on the diagonal."""
     """Dirichlet pseudo-counts (K, K): ``strength`` votes per true class, ``diag`` of them on the diagonal."""
     off = (1.0 - diag) / max(K - 1, 1)
     return strength * np.where(np.eye(K, dtype=bool), diag, off)
@@ -177,7 +178,7 @@ def dawid_skene(
     counts = vote_counts(L, K)
     voted = counts.sum(1) > 0
     T = np.where(voted[:, None], counts / np.maximum(counts.sum(1, keepdims=True), 1), 1.0 / K)
-    alpha = _confusion_prior(K, prior_strength, prior_accuracy)
+    alpha = confusion_prior(K, prior_strength, prior_accuracy)
     obs = [(np.flatnonzero(~np.isnan(L[:, m])), L[~np.isnan(L[:, m]), m].astype(int)) for m in range(M)]
     conf = np.zeros((M, K, K))
     for _ in range(max_iter):
@@ -212,7 +213,8 @@ def model_aware(
 
     1. a first consensus by majority vote;
     2. every source's accuracy against it on items with two or more votes, leaving the annotator's own vote
-       out of the consensus it is scored against; the model is scored on the same items;
+       out of the consensus it is scored against (the model's probabilities count there as half a vote, which
+       breaks the ties two remaining voters leave); the model is scored on the same items;
     3. weights ``w = 1 - (1 - accuracy) / (1 - baseline)``, where the baseline is the accuracy of always
        answering the most common consensus class (floored at a small positive value);
     4. per item, the weighted average of the model's probabilities and each vote's likelihood vector
@@ -243,6 +245,9 @@ def model_aware(
     else:
         baseline = 1.0 / K
     acc = np.full(M, np.nan)
+    have_model = np.isfinite(proba).all(1)
+    # the model counts as half a vote in the leave-one-out consensus: it breaks the ties two voters leave
+    model_vote = np.where(have_model[:, None], 0.5 * np.nan_to_num(proba), 0.0)
     for m in range(M):
         idx = np.flatnonzero(multi & ~np.isnan(L[:, m]))
         if idx.size == 0:
@@ -250,6 +255,7 @@ def model_aware(
         own = L[idx, m].astype(int)
         others = counts[idx].copy()
         others[np.arange(idx.size), own] -= 1  # leave the annotator's own vote out
+        others += model_vote[idx]
         has = others.sum(1) > 0
         if has.any():
             acc[m] = float((others[has].argmax(1) == own[has]).mean())
@@ -257,7 +263,6 @@ def model_aware(
     P = float(np.clip(mean_acc, 1.0 / K + eps, 1 - eps))
     w_ann = np.where(np.isfinite(acc), np.maximum(1 - (1 - np.nan_to_num(acc, nan=P)) / max(1 - baseline, eps), eps),
                      max(1 - (1 - P) / max(1 - baseline, eps), eps))
-    have_model = np.isfinite(proba).all(1)
     scored = multi & have_model
     if scored.any():
         acc_model = float((proba[scored].argmax(1) == first.label[scored]).mean())

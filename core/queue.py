@@ -37,8 +37,38 @@ def vote_stats(store: Store, item_ids: np.ndarray, votes: list | None = None) ->
         k = pos.get(r[0])
         if k is not None:
             confirmed[k] = True
+    cfg = store.consensus_settings()
+    params = cfg["params"]
+    posterior, accuracy = None, 0.7
+    if cfg["method"] != "majority" and params is not None and params.method == cfg["method"]:
+        posterior, accuracy = _posteriors(store, params, item_ids, per_item, confirmed, pos)
     return active.VoteStats(n_votes=n_votes, top_support=top, second_support=second,
-                            min_votes=int(store.settings().get("min_votes", 2)), confirmed=confirmed)
+                            min_votes=cfg["min_votes"], confirmed=confirmed, posterior=posterior,
+                            min_confidence=cfg["min_confidence"], vote_accuracy=accuracy)
+
+
+def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, confirmed: np.ndarray,
+                pos: dict) -> tuple[np.ndarray, float]:
+    """The fitted method's posterior (n, K) of the voted, unconfirmed items (zeros elsewhere) and the
+    chance that a further vote is right."""
+    from .consensus_params import item_posterior
+
+    K = len(params.classes)
+    index = {c: k for k, c in enumerate(params.classes)}
+    post = np.zeros((len(item_ids), K))
+    proba_row = store.proba_lookup(params.run_id)
+    for item_id, by_annotator in per_item.items():
+        k = pos.get(item_id)
+        if k is None or confirmed[k]:
+            continue
+        votes = {a: index[lab] for a, lab in by_annotator.items() if lab in index}
+        post[k] = item_posterior(params, votes, proba_row(item_id))
+    if params.method == "dawid_skene" and params.confusions:
+        prior = np.asarray(params.prior)
+        accuracy = float(np.mean([np.diag(np.asarray(c)) @ prior for c in params.confusions.values()]))
+    else:
+        accuracy = float(params.vote_accuracy)
+    return post, float(np.clip(accuracy, 1.0 / K + 1e-3, 1 - 1e-3))
 
 
 @lru_cache(maxsize=4)

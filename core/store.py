@@ -29,6 +29,8 @@ import numpy as np
 import sqlite_utils
 
 from . import consensus as consensus_mod
+from . import consensus_params as cparams
+from . import votes as votes_mod
 from .errors import ProjectNotFound, StoreError, ValidationError, check_choice, check_param
 from .schema import ANNOTATION_KINDS, MIGRATIONS, MODALITIES, SCHEMA_VERSION
 
@@ -197,8 +199,15 @@ class Store:
     def set_setting(self, key: str, value: Any) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
-            if key == "min_votes":
+            if key == "consensus_method":
+                check_choice("settings", "consensus_method", value, cparams.METHODS)
+            if key == "min_confidence":
+                check_param("settings", "min_confidence", value,
+                            isinstance(value, (int, float)) and 0 <= value <= 1, "a number in [0, 1]")
+            if key in ("min_votes", "min_confidence"):
                 self._recompute_consensus(conn, None)
+        if key == "consensus_method":
+            self.refit_consensus()
 
     @property
     def modality(self) -> str:
@@ -474,8 +483,24 @@ class Store:
         ).fetchone()[0]
 
     # ------------------------------------------------------------------ consensus
+    def consensus_settings(self) -> dict[str, Any]:
+        """The consensus method, its thresholds and the fitted parameters in force."""
+        s = self.settings()
+        return {"method": s.get("consensus_method", "majority"), "min_votes": int(s.get("min_votes", 2)),
+                "min_confidence": float(s.get("min_confidence", 0.9)),
+                "params": cparams.ConsensusParams.from_json(s.get("consensus_params"))}
+
     def _recompute_consensus(self, conn: sqlite3.Connection, item_ids: Sequence[int] | None) -> None:
-        min_votes = int(json.loads(conn.execute("SELECT value FROM meta WHERE key = 'min_votes'").fetchone()[0]))
+        """Recompute the consensus rows of ``item_ids`` (every item when None) inside ``conn``'s transaction.
+
+        Majority vote needs no fit; Dawid-Skene and model-aware apply the parameters of their last fit
+        (:meth:`refit_consensus`) to each item's votes, so a new vote counts at once.
+        """
+        cfg = self.consensus_settings()
+        params = cfg["params"] if cfg["method"] != "majority" else None
+        if params is not None and params.method != cfg["method"]:
+            params = None  # not fitted yet for this method: majority until the fit lands
+        proba_row = self.proba_lookup(params.run_id if params is not None else None)
         votes = self.active_votes(item_ids)
         by_item: dict[int, list[consensus_mod.Vote]] = {}
         for v in votes:
@@ -484,27 +509,92 @@ class Store:
         if item_ids is None:
             conn.execute("DELETE FROM consensus")
         t = now()
+        rows = []
         for item_id in targets:
-            res = consensus_mod.majority(by_item.get(item_id, []), min_votes=min_votes)
-            if res.n_votes == 0:
+            res = cparams.item_consensus(params, by_item.get(item_id, []), min_votes=cfg["min_votes"],
+                                         min_confidence=cfg["min_confidence"], proba_row=proba_row(item_id))
+            if res.n_votes == 0 and res.method != "adjudication":
                 conn.execute("DELETE FROM consensus WHERE item_id = ?", (item_id,))
                 continue
-            conn.execute(
-                "INSERT OR REPLACE INTO consensus (item_id, label, method, support, n_votes, agreement, confidence,"
-                " confirmed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (item_id, res.label, res.method, res.support, res.n_votes, res.agreement, res.confidence,
-                 int(res.confirmed), t),
-            )
+            rows.append((item_id, res.label, res.method, res.support, res.n_votes, res.agreement, res.confidence,
+                         int(res.confirmed), t))
+        conn.executemany(
+            "INSERT OR REPLACE INTO consensus (item_id, label, method, support, n_votes, agreement, confidence,"
+            " confirmed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
+        )
+
+    def proba_lookup(self, run_id: int | None):
+        """A function item id -> the run's probability row (K,) or None (memory-mapped, read lazily)."""
+        if run_id is None:
+            return lambda item_id: None
+        cache = self.__dict__.setdefault("_proba_cache", {})
+        if run_id not in cache:
+            try:
+                d = self.run_dir(self.run(run_id))
+                cache.clear()
+                cache[run_id] = (np.load(d / "item_ids.npy"), np.load(d / "proba.npy", mmap_mode="r"))
+            except (OSError, ValidationError):
+                return lambda item_id: None
+        ids, proba = cache[run_id]
+
+        def row(item_id: int) -> np.ndarray | None:
+            k = int(np.searchsorted(ids, item_id))
+            return np.asarray(proba[k], dtype=float) if k < len(ids) and ids[k] == item_id else None
+
+        return row
 
     def recompute_consensus(self) -> None:
         """Recompute the consensus of every item (after a change of min_votes, say)."""
         with self.transaction() as conn:
             self._recompute_consensus(conn, None)
 
+    def refit_consensus(self, method: str | None = None) -> dict[str, Any]:
+        """Fit the project's consensus method (or ``method``) on all votes and rewrite every consensus row.
+
+        The fit reads the votes outside the write lock; the rows are then recomputed from the votes as they
+        are at commit time, so a vote that arrived meanwhile is not lost. Model-aware uses the newest run's
+        probabilities. Returns ``{"method", "seconds", "n_items", "n_confirmed", "summary"}``.
+        """
+        method = method or self.consensus_settings()["method"]
+        check_choice("consensus", "method", method, cparams.METHODS)
+        t0 = time.perf_counter()
+        lm = votes_mod.label_matrix_from_votes(self.active_votes(kinds=("human", "bulk")), self.labels())
+        run = self.run()
+        proba = None
+        if method == "model_aware" and run is not None:
+            lookup = self.proba_lookup(run["id"])
+            K = len(lm.classes)
+            proba = np.full((len(lm.item_ids), K), np.nan)
+            for r, i in enumerate(lm.item_ids):
+                row = lookup(int(i))
+                if row is not None and len(row) == K:
+                    proba[r] = row
+        if len(lm.item_ids) == 0 or not lm.classes:
+            params = cparams.ConsensusParams(method, list(lm.classes), fitted_at=now())
+        else:
+            _, params = cparams.fit_params(method, lm.L, lm.annotators, lm.classes, proba=proba,
+                                           run_id=None if run is None else run["id"], fitted_at=now())
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         ("consensus_method", json.dumps(method)))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         ("consensus_params", json.dumps(params.to_json())))
+            self._recompute_consensus(conn, None)
+        n_conf = self.conn.execute("SELECT COUNT(*) FROM consensus WHERE confirmed = 1").fetchone()[0]
+        return {"method": method, "seconds": round(time.perf_counter() - t0, 3), "n_items": int(len(lm.item_ids)),
+                "n_confirmed": int(n_conf), "summary": params.summary}
+
     def confirmed_labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Items whose consensus is confirmed: (item ids (m,) int64, labels (m,) object)."""
-        rows = self.conn.execute("SELECT item_id, label FROM consensus WHERE confirmed = 1 ORDER BY item_id").fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=object)
+        ids, labels, _ = self.confirmed_with_confidence()
+        return ids, labels
+
+    def confirmed_with_confidence(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Confirmed items: ids (m,) int64, labels (m,) object and the consensus confidence (m,) float32."""
+        rows = self.conn.execute(
+            "SELECT item_id, label, confidence FROM consensus WHERE confirmed = 1 ORDER BY item_id").fetchall()
+        conf = np.array([1.0 if r[2] is None else r[2] for r in rows], dtype=np.float32)
+        return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=object), conf)
 
     def consensus_rows(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM consensus ORDER BY item_id").fetchall()

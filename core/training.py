@@ -173,11 +173,19 @@ def train_model(
     feats = ensure_features(store, extractor=extractor, device=device, progress=report, should_cancel=cancel)
     lap("features")
     classes = store.labels()
-    conf_ids, conf_labels = store.confirmed_labels()
+    consensus_fit = None
+    if store.consensus_settings()["method"] != "majority":
+        report({"phase": "consensus", "step": 0, "total": 1})
+        consensus_fit = store.refit_consensus()
+        lap("consensus")
+    conf_ids, conf_labels, conf_weight = store.confirmed_with_confidence()
     pos = {int(i): k for k, i in enumerate(feats.ids)}
     keep = [k for k, i in enumerate(conf_ids) if int(i) in pos]
     labelled = np.array([pos[int(conf_ids[k])] for k in keep], dtype=np.int64)
     y = conf_labels[keep]
+    params = dict(params or {})
+    weight_by_confidence = bool(params.pop("weight_by_confidence", store.settings().get("weight_by_confidence", False)))
+    sample_weight = conf_weight[keep] if weight_by_confidence else None
     if len(labelled) == 0 and model not in LABEL_FREE:
         raise TrainingError(
             "No confirmed labels to train on yet: label items until they reach the project's min_votes "
@@ -185,10 +193,10 @@ def train_model(
         )
     previous = store.run(model=model)
     ctx = TrainContext(
-        X=feats.X, item_ids=feats.ids, labelled=labelled, y=y, classes=classes, params=dict(params or {}),
+        X=feats.X, item_ids=feats.ids, labelled=labelled, y=y, classes=classes, params=params,
         device=device, progress=report, should_cancel=cancel, previous=previous,
         previous_dir=None if previous is None else store.run_dir(previous), views=feats.views,
-        items=_items_in_order(store, feats.ids),
+        items=_items_in_order(store, feats.ids), sample_weight=sample_weight,
     )
     report({"phase": "fit", "step": 0, "total": 1})
     out = trainer(ctx)
@@ -225,7 +233,9 @@ def train_model(
         "label_counts": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
         "feature_failures": feats.failures[:50], "n_feature_failures": len(feats.failures),
         "train_seconds": round(train_seconds, 3), "device": device, "evaluation": evaluation,
-        "phase_seconds": phases,
+        "phase_seconds": phases, "weight_by_confidence": weight_by_confidence,
+        "consensus": {"method": store.consensus_settings()["method"],
+                      **({} if consensus_fit is None else {"refit_seconds": consensus_fit["seconds"]})},
     }
     run_dir = _write_artefacts(store, model, out, feats.ids, proba, classes, clusters, emb)
     return store.publish_run(

@@ -6,10 +6,12 @@ adjudications are left out (adjudications override consensus, they are not a rat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .store import Store
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,19 @@ class LabelMatrix:
 
 def label_matrix(store: Store) -> LabelMatrix:
     """Build the label matrix from the store's active votes."""
-    classes = store.labels()
+    return label_matrix_from_votes(store.active_votes(kinds=("human", "bulk")), store.labels())
+
+
+def label_matrix_from_votes(votes: list, classes: list[str]) -> LabelMatrix:
+    """The label matrix of vote rows (oldest first; ``item_id``, ``annotator``, ``label``, ``kind``, ``seconds``).
+
+    Only human and bulk votes count; an annotator's later vote on an item replaces the earlier one.
+    """
     cls = {c: k for k, c in enumerate(classes)}
     latest: dict[tuple[int, str], tuple[int, float | None]] = {}
-    for v in store.active_votes(kinds=("human", "bulk")):  # oldest first: later votes overwrite
+    for v in votes:  # oldest first: later votes overwrite
+        if v["kind"] not in ("human", "bulk") or v["label"] not in cls:
+            continue
         latest[(v["item_id"], v["annotator"])] = (cls[v["label"]], v["seconds"])
     item_ids = np.array(sorted({i for i, _ in latest}), dtype=np.int64)
     annotators = sorted({a for _, a in latest})

@@ -1,10 +1,11 @@
 """Consensus: items where annotators disagree, their votes side by side, and adjudication by a reviewer."""
 import math
+import time
 
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import adjudicate, agreement_report, disagreements
+from core.analysis import adjudicate, agreement_report, consensus_apply, disagreements
 from pages.common import require_annotator, require_store, show_item
 
 store = require_store()
@@ -12,8 +13,34 @@ reviewer = require_annotator()
 st.title("Consensus")
 rows = disagreements(store, limit=200)
 ov = store.overview()
-st.caption(f"{len(rows)} disputed items · mean agreement "
+st.caption(f"{len(rows)} disputed items, the most important first (model uncertainty, disagreement, votes) · "
+           "mean agreement "
            + ("-" if ov["mean_agreement"] is None else f"{ov['mean_agreement']:.0%}"))
+
+METHODS = {"majority": "Majority vote (agreeing votes)", "dawid_skene": "Dawid-Skene (annotator confusion)",
+           "model_aware": "Model-aware (votes + model, weighted by quality)"}
+cfg = store.consensus_settings()
+with st.expander(f"Consensus method: {METHODS[cfg['method']]}", expanded=False):
+    with st.form("consensus-method"):
+        method = st.radio("Method", list(METHODS), index=list(METHODS).index(cfg["method"]),
+                          format_func=METHODS.get, horizontal=True)
+        c = st.columns(3)
+        min_votes = c[0].number_input("Majority: agreeing votes that confirm", 1, 10, cfg["min_votes"])
+        min_conf = c[1].slider("Dawid-Skene / model-aware: posterior that confirms", 0.5, 1.0,
+                               cfg["min_confidence"], 0.01)
+        weighted = c[2].checkbox("Training weighs items by consensus confidence",
+                                 bool(store.settings().get("weight_by_confidence", False)))
+        if st.form_submit_button("Apply and re-estimate"):
+            consensus_apply(store, method=method, min_votes=int(min_votes), min_confidence=float(min_conf),
+                            weight_by_confidence=weighted)
+            st.rerun()
+    params = cfg["params"]
+    if params is not None and params.method == cfg["method"] and params.summary.get("annotator_accuracy"):
+        st.caption("Annotator accuracy estimated by the method at its last fit "
+                   + time.strftime("%Y-%m-%d %H:%M", time.localtime(params.fitted_at)))
+        st.dataframe({"annotator": list(params.summary["annotator_accuracy"]),
+                      "estimated accuracy": list(params.summary["annotator_accuracy"].values())},
+                     hide_index=True)
 
 report = agreement_report(store)
 fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731
@@ -42,7 +69,8 @@ for row in rows[:20]:
         with left:
             show_item(item, width=110)
         with mid:
-            st.write(f"**item {item.id}** · agreement {row['agreement']:.0%} · {row['n_votes']} votes")
+            st.write(f"**item {item.id}** · agreement {row['agreement']:.0%} · {row['n_votes']} votes · "
+                     f"model uncertainty {row['model_uncertainty']:.2f}")
             st.write(", ".join(f"{a}: **{lab}**" for a, lab in row["votes"]))
         with right:
             leading = labels.index(row["label"]) if row.get("label") in labels else 0

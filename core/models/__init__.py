@@ -97,7 +97,8 @@ def _train_classifier(ctx: TrainContext) -> TrainOutput:
         kwargs[key] = tuple(value) if isinstance(value, list) else value
     config = ClassifierConfig(**kwargs)
     clf = FeatureClassifier(config, device=ctx.device)
-    clf.fit(ctx.X[ctx.labelled], ctx.y, progress=ctx.progress, should_cancel=ctx.should_cancel)
+    clf.fit(ctx.X[ctx.labelled], ctx.y, progress=ctx.progress, should_cancel=ctx.should_cancel,
+            sample_weight=ctx.sample_weight)
     proba_known = clf.predict_proba(ctx.X)
     # columns in the project's label order; classes without labels get probability 0
     proba = np.zeros((len(ctx.X), len(ctx.classes)), dtype=np.float32)

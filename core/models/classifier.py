@@ -18,7 +18,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from ..errors import JobCancelled, TrainingError, check_param
@@ -96,16 +96,21 @@ class FeatureClassifier:
         *,
         progress: Progress | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> "FeatureClassifier":
-        """Cross-validate every candidate, then refit the best on all of ``X`` (n, d) with labels ``y`` (n,)."""
+        """Cross-validate every candidate, then refit the best on all of ``X`` (n, d) with labels ``y`` (n,).
+
+        ``sample_weight`` (n,), e.g. the consensus confidence, weighs each item's loss in the linear SVM and
+        the MLP (k-NN has no per-item loss and ignores it); the CV scores stay unweighted.
+        """
         from sklearn.exceptions import ConvergenceWarning
 
         with warnings.catch_warnings():
             # an iterative fit stopped at its iteration limit is still a usable candidate; CV judges it
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return self._fit(X, y, progress, should_cancel)
+            return self._fit(X, y, progress, should_cancel, sample_weight)
 
-    def _fit(self, X, y, progress, should_cancel) -> "FeatureClassifier":
+    def _fit(self, X, y, progress, should_cancel, sample_weight=None) -> "FeatureClassifier":
         self.config.validate()
         y = np.asarray(y)
         classes, counts = np.unique(y, return_counts=True)
@@ -138,7 +143,8 @@ class FeatureClassifier:
                 check_cancel()
                 if len(np.unique(y[train])) < 2:
                     continue
-                model = clone(est).fit(X[train], y[train], **fit_params)
+                model = clone(est).fit(X[train], y[train], **fit_params,
+                                       **_weight_params(family, None if sample_weight is None else sample_weight[train]))
                 scores.append(float(f1_score(y[test], model.predict(X[test]), average="macro", labels=classes,
                                              zero_division=0)))
                 step += 1
@@ -154,18 +160,22 @@ class FeatureClassifier:
         best = max(scored, key=lambda r: (r["mean_macro_f1"], -FAMILIES.index(r["family"])))
         self.best_ = {**best, "n_splits": n_splits, "cv_seconds": time.perf_counter() - t0}
         est = next(e for f, p, e in cands if f == best["family"] and p == best["params"])
-        self.estimator_ = self._refit(clone(est), X, y, counts)
+        self.estimator_ = self._refit(clone(est), X, y, counts, _weight_params(best["family"], sample_weight))
+        self.weighted_ = sample_weight is not None and best["family"] != "knn"
         self.classes_ = classes
         if progress is not None:
             progress({"step": total, "total": total, "phase": "refit", "score": best["mean_macro_f1"]})
         return self
 
-    def _refit(self, est, X: np.ndarray, y: np.ndarray, counts: np.ndarray):
+    def _refit(self, est, X: np.ndarray, y: np.ndarray, counts: np.ndarray, weights: dict):
         """Refit on all labels; a linear SVM gets Platt-scaled probabilities when every class has 3 labels."""
         svm = isinstance(est.steps[-1][1], TorchLinearSVM)
         if svm and counts.min() >= 3:
+            if weights:  # the inner fits see the weights through the pipeline; calibration is weighted too
+                cal = CalibratedClassifierCV(_WeightedPipeline(est.steps), cv=3, method="sigmoid")
+                return cal.fit(X, y, sample_weight=next(iter(weights.values())))
             est = CalibratedClassifierCV(est, cv=3, method="sigmoid")
-        return est.fit(X, y)
+        return est.fit(X, y, **weights)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (n, k), columns in the order of ``classes_``."""
@@ -193,9 +203,27 @@ class FeatureClassifier:
             "cv_macro_f1": self.best_["mean_macro_f1"],
             "cv_folds": self.best_["n_splits"],
             "cv_seconds": round(self.best_["cv_seconds"], 3),
+            "sample_weighted": bool(getattr(self, "weighted_", False)),
             "cv_results": [{k: r[k] for k in ("family", "params", "mean_macro_f1", "seconds")} for r in self.cv_results_],
             "config": asdict(self.config),
         }
+
+
+def _weight_params(family: str, sample_weight: np.ndarray | None) -> dict:
+    """Pipeline fit parameters passing ``sample_weight`` to the final step of a weighted family."""
+    if sample_weight is None or family == "knn":
+        return {}
+    step = {"linear_svm": "torchlinearsvm", "mlp": "torchmlp"}[family]
+    return {f"{step}__sample_weight": np.asarray(sample_weight, dtype=np.float32)}
+
+
+class _WeightedPipeline(Pipeline):
+    """A pipeline whose ``fit`` names ``sample_weight`` (so that calibration passes the weights on)."""
+
+    def fit(self, X, y=None, sample_weight=None, **params):
+        if sample_weight is not None:
+            params[f"{self.steps[-1][0]}__sample_weight"] = sample_weight
+        return super().fit(X, y, **params)
 
 
 def _loose_folds(n: int, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

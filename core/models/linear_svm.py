@@ -33,8 +33,8 @@ class TorchLinearSVM(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.device = device
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "TorchLinearSVM":
-        """Fit on ``X`` (n, d) and labels ``y`` (n,)."""
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "TorchLinearSVM":
+        """Fit on ``X`` (n, d) and labels ``y`` (n,); ``sample_weight`` (n,) scales each item's hinge loss."""
         import torch
 
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
@@ -45,6 +45,9 @@ class TorchLinearSVM(ClassifierMixin, BaseEstimator):
         T[torch.arange(n, device=self.device), torch.as_tensor(y_idx, device=self.device)] = 1.0
         if k == 2:  # binary: one hyperplane, as LinearSVC
             T = T[:, 1:]
+        sw = torch.ones((n, 1), dtype=torch.float64, device=self.device)
+        if sample_weight is not None:
+            sw = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64), device=self.device)[:, None]
         W = torch.zeros((d, T.shape[1]), dtype=torch.float64, device=self.device, requires_grad=True)
         b = torch.zeros(T.shape[1], dtype=torch.float64, device=self.device, requires_grad=True)
         # the objective divided by C * n keeps its scale independent of the data size
@@ -55,7 +58,7 @@ class TorchLinearSVM(ClassifierMixin, BaseEstimator):
         def closure():
             opt.zero_grad()
             margin = torch.clamp(1.0 - T * (Xt @ W + b), min=0.0)
-            loss = 0.5 * scale * (W * W).sum() + (margin * margin).sum() / n
+            loss = 0.5 * scale * (W * W).sum() + (sw * margin * margin).sum() / n
             loss.backward()
             return loss
 

@@ -61,8 +61,12 @@ class TorchMLP(ClassifierMixin, BaseEstimator):
             nn.Linear(self.hidden, k),
         )
 
-    def fit(self, X: np.ndarray, y: np.ndarray, *, on_epoch: Callable[[int, float], None] | None = None) -> "TorchMLP":
-        """Train on ``X`` (n, d) float and ``y`` (n,) labels of any hashable type."""
+    def fit(self, X: np.ndarray, y: np.ndarray, *, on_epoch: Callable[[int, float], None] | None = None,
+            sample_weight: np.ndarray | None = None) -> "TorchMLP":
+        """Train on ``X`` (n, d) float and ``y`` (n,) labels of any hashable type.
+
+        ``sample_weight`` (n,) scales each item's cross-entropy (normalised to mean 1).
+        """
         import torch
         import torch.nn.functional as F
 
@@ -72,11 +76,12 @@ class TorchMLP(ClassifierMixin, BaseEstimator):
         if self.device == "cpu":
             torch.set_num_threads(1)
         try:
-            return self._fit(X, y, on_epoch)
+            return self._fit(X, y, on_epoch, sample_weight)
         finally:
             torch.set_num_threads(threads)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, on_epoch: Callable[[int, float], None] | None) -> "TorchMLP":
+    def _fit(self, X: np.ndarray, y: np.ndarray, on_epoch: Callable[[int, float], None] | None,
+             sample_weight: np.ndarray | None = None) -> "TorchMLP":
         import torch
         import torch.nn.functional as F
 
@@ -84,6 +89,10 @@ class TorchMLP(ClassifierMixin, BaseEstimator):
         Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32), device=self.device)
         yt = torch.as_tensor(y_idx, dtype=torch.long, device=self.device)
         n = Xt.shape[0]
+        wt = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float32)
+            wt = torch.as_tensor(w / max(float(w.mean()), 1e-12), device=self.device)
         self.model_ = self._build(Xt.shape[1], len(self.classes_)).to(self.device)
         opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps_per_epoch = max(1, math.ceil(n / self.batch_size))
@@ -96,7 +105,10 @@ class TorchMLP(ClassifierMixin, BaseEstimator):
             total = 0.0
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                loss = F.cross_entropy(self.model_(Xt[idx]), yt[idx])
+                if wt is None:
+                    loss = F.cross_entropy(self.model_(Xt[idx]), yt[idx])
+                else:
+                    loss = (F.cross_entropy(self.model_(Xt[idx]), yt[idx], reduction="none") * wt[idx]).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
