@@ -481,6 +481,40 @@ def _dominant(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return counts.drop_duplicates("cluster")
 
 
+def cluster_label_confusion(store: Store, run_id: int | None = None) -> dict[str, Any]:
+    """The run's clusters against the confirmed labels, and the Hungarian cluster -> label mapping.
+
+    Returns
+    -------
+    dict
+        table: DataFrame (clusters x labels) of confirmed-item counts (index = cluster id, after merges);
+        mapping: {cluster: label} (the model's own mapping when its run recorded one, as DEC's does,
+        else the Hungarian matching of ``table``); source: "model" or "hungarian"; collapse: the model's
+        degeneracy report or None.
+    """
+    from .metrics import hungarian_mapping
+
+    run = _resolve_run(store, run_id, "cluster_label_confusion")
+    empty = {"table": pd.DataFrame(), "mapping": {}, "source": "hungarian", "collapse": None}
+    if run is None:
+        return empty
+    df = _cluster_frame(store, run)
+    conf = df[df["confirmed_label"].notna()]
+    labels = store.labels()
+    clusters = sorted(df["cluster"].unique().tolist())
+    table = pd.crosstab(conf["cluster"], conf["confirmed_label"]).reindex(index=clusters, columns=labels,
+                                                                          fill_value=0)
+    table.index.name, table.columns.name = "cluster", "confirmed label"
+    own = (run["metrics"].get("dec") or {}) if isinstance(run.get("metrics"), dict) else {}
+    if own.get("mapping") and not cluster_merges(store, run["id"]):
+        mapping = {int(k): v for k, v in own["mapping"].items()}
+        source = "model"
+    else:
+        mapping = hungarian_mapping(conf["confirmed_label"].to_numpy(), conf["cluster"].to_numpy()) if len(conf) else {}
+        source = "hungarian"
+    return {"table": table, "mapping": mapping, "source": source, "collapse": own.get("collapse")}
+
+
 def cluster_summary(store: Store, run_id: int | None = None) -> pd.DataFrame:
     """One row per cluster of a run (after merges), by cluster id.
 
@@ -614,6 +648,15 @@ def disagreements(store: Store, *, limit: int = 200, include_adjudicated: bool =
              "confirmed": bool(r["confirmed"]), "method": r["method"], "confidence": r["confidence"],
              "model_uncertainty": round(float(uncertainty[k]), 4), "priority": round(float(priority[k]), 4)}
             for k, r in zip(order, picked)]
+
+
+def confirmed_rule(store: Store) -> str:
+    """In words, what confirms an item under the project's consensus method."""
+    cfg = store.consensus_settings()
+    if cfg["method"] == "majority":
+        return f"majority vote: at least {cfg['min_votes']} agreeing votes and no tie, or an adjudication"
+    name = {"dawid_skene": "Dawid-Skene", "model_aware": "model-aware"}[cfg["method"]]
+    return f"{name} consensus with posterior at least {cfg['min_confidence']:.2f}, or an adjudication"
 
 
 def consensus_apply(store: Store, *, method: str, min_votes: int, min_confidence: float,

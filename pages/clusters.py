@@ -2,7 +2,9 @@
 cluster" and "merge clusters"."""
 import streamlit as st
 
-from core.analysis import cluster_members, cluster_summary, label_cluster, merge_clusters
+import plotly.express as px
+
+from core.analysis import cluster_label_confusion, cluster_members, cluster_summary, label_cluster, merge_clusters
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -14,6 +16,18 @@ summary = cluster_summary(store, run["id"])
 st.dataframe(summary, hide_index=True, width="stretch")
 if summary.empty:
     st.stop()
+
+conf = cluster_label_confusion(store, run["id"])
+if conf["collapse"] and conf["collapse"].get("collapsed"):
+    st.warning(f"The {run['model']} run looks degenerate: {conf['collapse'].get('message', conf['collapse'])}")
+if not conf["table"].empty and conf["table"].to_numpy().sum() > 0:
+    with st.expander(f"Clusters against confirmed labels ({'the model' if conf['source'] == 'model' else 'Hungarian'}"
+                     " mapping)", expanded=run["model"] == "dec"):
+        fig = px.imshow(conf["table"], text_auto=True, aspect="auto", color_continuous_scale="Blues")
+        fig.update_layout(height=max(260, 28 * len(conf["table"])), margin={"t": 10})
+        st.plotly_chart(fig, width="stretch")
+        st.dataframe([{"cluster": c, "mapped label": lab} for c, lab in sorted(conf["mapping"].items())],
+                     hide_index=True)
 
 clusters = summary["cluster"].tolist()
 cluster = st.selectbox("Open cluster", clusters)

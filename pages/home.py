@@ -4,6 +4,7 @@ import streamlit as st
 
 from core import jobs
 from core.errors import LabelToolError
+from core.analysis import confirmed_rule
 from core.ingest import import_source, parse_labels
 from core.store import Store
 from pages.common import current_store, projects_root
@@ -56,7 +57,7 @@ def overview() -> None:
     c = st.columns(5)
     c[0].metric("Items", ov["items"])
     c[1].metric("Labelled", ov["labelled_items"])
-    c[2].metric("Confirmed", ov["confirmed_items"], help=f"at least {ov['min_votes']} agreeing votes")
+    c[2].metric("Confirmed", ov["confirmed_items"], help=confirmed_rule(store))
     c[3].metric("Mean agreement", "-" if ov["mean_agreement"] is None else f"{ov['mean_agreement']:.0%}",
                 help="items with two or more votes")
     c[4].metric("Annotators", ov["annotators"])

@@ -1,4 +1,6 @@
 """Train: "Retrain now" (a job for the worker), live progress, cancel, and the run history."""
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -9,15 +11,29 @@ from pages.common import require_store
 
 store = require_store()
 st.title("Train")
-model = st.selectbox("Model", list(MODELS))
+HELP = {"classifier": "k-NN / linear SVM / MLP on cached features, grid-searched by macro-F1",
+        "dec": "semi-supervised multi-modal Deep Embedded Clustering (trains with or without labels)",
+        "pseudo_label": "fine-tunes a pretrained CNN on the media, then rounds of confident pseudo-labels",
+        "pseudo_label_head": "the light pseudo-labelling variant: a head on cached features"}
+model = st.selectbox("Model", list(MODELS), format_func=lambda m: f"{m} — {HELP[m]}" if m in HELP else m)
+with st.expander("Model parameters (JSON)"):
+    raw = st.text_area("Parameters", "{}", help='e.g. {"rounds": 3, "threshold": 0.99} for pseudo_label; '
+                       "an unknown name is refused by the job with the list of valid ones")
+    try:
+        model_params = json.loads(raw or "{}")
+        if not isinstance(model_params, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        st.error(f"The parameters must be a JSON object such as {{\"rounds\": 3}}. Got {raw!r} ({exc}).")
+        model_params = None
 
 
 @st.fragment(run_every=1)
 def job_panel() -> None:
     job = jobs.active_job(store, "train")
     busy = job is not None
-    st.button("Retrain now", type="primary", disabled=busy, on_click=jobs.request_job,
-              args=(store, "train", {"model": model}),
+    st.button("Retrain now", type="primary", disabled=busy or model_params is None, on_click=jobs.request_job,
+              args=(store, "train", {"model": model, "params": model_params or {}}),
               kwargs={"requested_by": st.session_state.get("annotator") or None},
               help="queued or running already" if busy else "train on the confirmed labels in the background")
     if job is None:

@@ -335,3 +335,14 @@ def test_label_matrix_and_agreement_report(tmp_path):
     assert rep["cohen"].loc["x", "y"] == pytest.approx(1.0)
     assert rep["annotators"].set_index("annotator").loc["y", "n_votes"] == 3
     assert int(rep["class_confusion"].loc["a", "a"]) == 2  # item 1: x said a, y said a (both directions)
+
+
+def test_cluster_label_confusion_and_mapping(project):
+    store, run1 = project
+    out = analysis.cluster_label_confusion(store, run1)
+    table = out["table"]
+    assert list(table.columns) == ["a", "b", "c"] and table.to_numpy().sum() == len(store.confirmed_labels()[0])
+    # the Hungarian mapping gives each cluster with confirmed items a distinct label
+    assert out["source"] == "hungarian" and len(set(out["mapping"].values())) == len(out["mapping"])
+    for cluster, label in out["mapping"].items():
+        assert cluster in table.index and label in table.columns

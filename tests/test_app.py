@@ -124,3 +124,25 @@ def test_consensus_page_adjudicates(trained_app):
     assert not at.exception
     adj = [v for v in trained_app.active_votes([item_id]) if v["kind"] == "adjudication"]
     assert len(adj) == 1 and adj[0]["annotator"] == "rev"
+
+
+def test_consensus_page_switches_method(trained_app):
+    at = _app("pages/consensus.py", annotator="rev")
+    at.radio[0].set_value("dawid_skene")
+    at.slider[0].set_value(0.6)
+    next(b for b in at.button if b.label == "Apply and re-estimate").click().run()
+    assert not at.exception
+    cfg = trained_app.consensus_settings()
+    assert cfg["method"] == "dawid_skene" and cfg["min_confidence"] == 0.6
+    assert {r["method"] for r in trained_app.consensus_rows()} <= {"dawid_skene", "adjudication"}
+    trained_app.refit_consensus("majority")  # leave the shared project as the other tests expect it
+
+
+def test_train_page_passes_json_parameters_and_refuses_bad_ones(demo):
+    at = _app("pages/train.py")
+    at.text_area[0].set_value('{"mlp_max_steps": 20}').run()
+    next(b for b in at.button if b.label == "Retrain now").click().run()
+    assert jobs.active_job(demo, "train")["params"] == {"model": "classifier", "params": {"mlp_max_steps": 20}}
+    at.text_area[0].set_value("[1, 2").run()
+    assert at.error and "JSON object" in at.error[0].value
+    assert next(b for b in at.button if b.label == "Retrain now").disabled
