@@ -599,6 +599,12 @@ class Store:
     def consensus_rows(self) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM consensus ORDER BY item_id").fetchall()
 
+    def pseudo_labels(self, run_id: int) -> list[sqlite3.Row]:
+        """The machine annotations (pseudo-labels) a run stored: item_id, label, confidence, round."""
+        return self.conn.execute(
+            "SELECT item_id, label, confidence, round FROM annotations WHERE kind = 'machine' AND run_id = ? "
+            "ORDER BY round, item_id", (int(run_id),)).fetchall()
+
     def annotated_item_ids(self) -> set[int]:
         """Items with at least one active human, bulk or adjudication vote."""
         return {v["item_id"] for v in self.active_votes()}
@@ -623,10 +629,13 @@ class Store:
         extractor: str | None = None,
         device: str | None = None,
         train_seconds: float | None = None,
+        pseudo_labels: Sequence[tuple[int, str, float, int]] = (),
     ) -> int:
         """Publish a finished model version and its predictions atomically; returns the run id.
 
         Arrays: ``item_ids`` (n,), ``confidences`` (n,), ``clusters`` (n,) or None, ``coords`` (n, 2) or None.
+        ``pseudo_labels`` ``(item_id, label, confidence, round)`` are stored in the same transaction as machine
+        annotations of the run (annotator ``model:<model>``); they never count towards the consensus.
         """
         n = len(item_ids)
         try:
@@ -657,6 +666,14 @@ class Store:
                 f"({run_id}, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if pseudo_labels:
+                t = now()
+                conn.execute("INSERT OR IGNORE INTO annotators (name, created_at) VALUES (?, ?)", (f"model:{model}", t))
+                conn.executemany(
+                    "INSERT INTO annotations (item_id, annotator, label, kind, run_id, round, confidence, batch, "
+                    "seconds, created_at) VALUES (?, ?, ?, 'machine', ?, ?, ?, NULL, NULL, ?)",
+                    [(int(i), f"model:{model}", lab, run_id, int(r), float(c), t) for i, lab, c, r in pseudo_labels],
+                )
             if job_id is not None:
                 conn.execute("UPDATE jobs SET run_id = ? WHERE id = ?", (run_id, job_id))
         return run_id

@@ -243,6 +243,7 @@ def train_model(
         artefact_dir=run_dir, classes=classes, item_ids=feats.ids, labels=labels, confidences=confidences,
         clusters=clusters, coords=coords, n_labelled=len(labelled), parent_id=None if previous is None else previous["id"],
         job_id=job_id, extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
+        pseudo_labels=[(int(feats.ids[p["row"]]), p["label"], p["confidence"], p["round"]) for p in out.pseudo_labels],
     )
 
 

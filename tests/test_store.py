@@ -170,3 +170,16 @@ def test_eight_writers_and_a_prediction_job_lose_nothing(tmp_path):
     before = [tuple(r)[:7] for r in store.consensus_rows()]
     store.recompute_consensus()
     assert [tuple(r)[:7] for r in store.consensus_rows()] == before
+
+
+def test_pseudo_labels_are_machine_annotations_of_the_run_and_never_confirm(tmp_path):
+    store = _text_store(tmp_path, min_votes=1)
+    rid = store.publish_run(model="pseudo_label", config={}, metrics={}, artefact_dir=tmp_path, classes=["pos", "neg"],
+                            item_ids=np.array([1, 2, 3]), labels=["pos", "neg", "pos"],
+                            confidences=np.array([0.995, 0.999, 0.6]),
+                            pseudo_labels=[(1, "pos", 0.995, 1), (2, "neg", 0.999, 1), (1, "pos", 0.997, 3)])
+    rows = store.pseudo_labels(rid)
+    assert [(r["item_id"], r["label"], r["round"]) for r in rows] == [(1, "pos", 1), (2, "neg", 1), (1, "pos", 3)]
+    assert store.confirmed_labels()[0].tolist() == []  # machine labels never count towards the consensus
+    store.annotate(2, "alice", "neg")  # a person accepting one confirms it
+    assert store.confirmed_labels()[0].tolist() == [2]
