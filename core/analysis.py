@@ -390,6 +390,24 @@ def _class_histogram(labels: np.ndarray, conf: np.ndarray, classes: list[str]) -
     return flat.reshape(len(classes), N_BINS)
 
 
+def pseudo_label_rounds(store: Store, run_id: int) -> dict[str, Any]:
+    """The pseudo-labels a pseudo-labelling run stored, per round, and its per-round metrics.
+
+    Returns
+    -------
+    dict
+        counts: DataFrame (round x label) of stored pseudo-labels (empty when the run stored none);
+        metrics: DataFrame of the run's ``metrics["rounds"]`` (validation macro-F1, pseudo-labels added, ...).
+    """
+    rows = store.pseudo_labels(run_id)
+    df = pd.DataFrame([dict(r) for r in rows], columns=["item_id", "label", "confidence", "round"])
+    counts = pd.crosstab(df["round"], df["label"]) if len(df) else pd.DataFrame()
+    run = store.run(run_id)
+    rounds = run["metrics"].get("rounds") or []
+    flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rounds]
+    return {"counts": counts, "metrics": pd.DataFrame(flat)}
+
+
 def candidates(
     store: Store,
     run_id: int | None,

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import accept_pseudo_labels, candidates, pseudo_label_summary
+from core.analysis import accept_pseudo_labels, candidates, pseudo_label_rounds, pseudo_label_summary
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -12,6 +12,13 @@ st.title("Pseudo-labels")
 run = run_picker(store)
 if run is None:
     st.stop()
+rounds = pseudo_label_rounds(store, run["id"])
+if not rounds["metrics"].empty or not rounds["counts"].empty:
+    with st.expander(f"Rounds of run {run['id']} ({run['model']}): what each round added", expanded=True):
+        st.dataframe(rounds["metrics"], hide_index=True, width="stretch")
+        st.caption("Machine labels the run stored per round and class (never counted as confirmed until "
+                   "accepted below)")
+        st.dataframe(rounds["counts"], width="stretch")
 threshold = st.slider("Confidence threshold", 0.0, 1.0, 0.95, 0.01)
 summary = pseudo_label_summary(store, run["id"], threshold=threshold)
 

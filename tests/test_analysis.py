@@ -346,3 +346,16 @@ def test_cluster_label_confusion_and_mapping(project):
     assert out["source"] == "hungarian" and len(set(out["mapping"].values())) == len(out["mapping"])
     for cluster, label in out["mapping"].items():
         assert cluster in table.index and label in table.columns
+
+
+def test_pseudo_label_rounds(project):
+    store, _ = project
+    rid = store.publish_run(model="pseudo_label", config={}, artefact_dir=store.dir / "runs" / "r3",
+                            metrics={"rounds": [{"round": 1, "val_macro_f1": 0.8, "n_pseudo": 2, "per_class": {"a": 2}},
+                                                {"round": 2, "val_macro_f1": 0.85, "n_pseudo": 1}]},
+                            classes=["a", "b", "c"], item_ids=np.array([1, 2, 3]), labels=["a", "a", "b"],
+                            confidences=np.array([0.99, 0.995, 0.999]),
+                            pseudo_labels=[(1, "a", 0.99, 1), (2, "a", 0.995, 1), (3, "b", 0.999, 2)])
+    out = analysis.pseudo_label_rounds(store, rid)
+    assert out["counts"].loc[1, "a"] == 2 and out["counts"].loc[2, "b"] == 1
+    assert out["metrics"]["val_macro_f1"].tolist() == [0.8, 0.85] and "per_class" not in out["metrics"]
