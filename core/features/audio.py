@@ -1,23 +1,23 @@
 """Audio feature extractor: a fixed-length summary of the 64-band log-mel spectrogram.
 
-Any sample rate and channel count is read (soundfile first, librosa/audioread as a fallback for formats
-libsndfile lacks), mixed to mono and resampled to 16 kHz with soxr. The spectrogram uses a 25 ms Hann
-window and a 12.5 ms hop (400 / 200 samples) and Slaney mel bands from 0 to 8 kHz; the STFT is plain
-NumPy (librosa's own STFT costs a numba compilation of ~15 s on a fresh machine). The summary vector is
-[per-band mean of log-mel, per-band std, per-band mean absolute frame-to-frame change], 3 x 64 = 192
-values. Unreadable, empty or all-non-finite files are per-item failures.
+Any sample rate and channel count is read by the shared loader :func:`core.audio.load_audio` (soundfile
+first, librosa/audioread as a fallback for formats libsndfile lacks), mixed to mono and resampled to
+16 kHz with soxr. The spectrogram uses a 25 ms Hann window and a 12.5 ms hop (400 / 200 samples) and
+Slaney mel bands from 0 to 8 kHz; the STFT is plain NumPy (librosa's own STFT costs a numba compilation
+of ~15 s on a fresh machine). The summary vector is [per-band mean of log-mel, per-band std, per-band
+mean absolute frame-to-frame change], 3 x 64 = 192 values. Unreadable, empty or all-non-finite files are
+per-item failures; silent files are not (they summarise to the floor of the log).
 """
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import check_param
-from .base import Extractor, ItemError, ItemRef, Options
+from .base import Extractor, ItemRef, Options
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms at 16 kHz
@@ -34,7 +34,7 @@ def mel_filterbank() -> np.ndarray:
 
 
 def read_audio(path: Any) -> tuple[np.ndarray, int]:
-    """Read a sound file as mono float32.
+    """Read a sound file as mono float32 at its own rate (:func:`core.audio.read_audio`).
 
     Returns
     -------
@@ -44,32 +44,11 @@ def read_audio(path: Any) -> tuple[np.ndarray, int]:
     Raises
     ------
     ItemError
-        When neither soundfile nor librosa can read it.
+        (a :class:`core.audio.AudioError`) when neither soundfile nor librosa can read it.
     """
-    import soundfile as sf
+    from ..audio.load import read_audio as _read
 
-    if path is None:
-        raise ItemError("item has no media file")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return data.mean(axis=1), int(sr)
-    except FileNotFoundError as exc:
-        raise ItemError(f"file not found: {path}") from exc
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError, EOFError) as first:
-        return _read_with_librosa(path, first)
-
-
-def _read_with_librosa(path: Any, first: Exception) -> tuple[np.ndarray, int]:
-    import librosa
-    from audioread.exceptions import DecodeError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa warns when it falls back to audioread
-            y, sr = librosa.load(str(path), sr=None, mono=True)
-        return np.asarray(y, dtype=np.float32), int(sr)
-    except (DecodeError, RuntimeError, OSError, ValueError, EOFError) as exc:
-        raise ItemError(f"cannot decode audio: {first}; librosa: {exc or type(exc).__name__}") from exc
+    return _read(path)
 
 
 def log_mel(y: np.ndarray) -> np.ndarray:
@@ -131,18 +110,9 @@ class LogMel(Extractor):
     gpu_batch_size = 256
 
     def load(self, item: ItemRef) -> np.ndarray:
-        import soxr
+        from ..audio.load import load_audio
 
-        y, sr = read_audio(item.path)
-        y = y[: int(self.options.max_seconds * sr)]
-        if y.size == 0:
-            raise ItemError("empty audio (no samples)")
-        if not np.isfinite(y).all():
-            if not np.isfinite(y).any():
-                raise ItemError("audio holds no finite samples")
-            y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-        if sr != SAMPLE_RATE:
-            y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        y = load_audio(item.path, sample_rate=SAMPLE_RATE, max_seconds=self.options.max_seconds, allow_silent=True)
         return summarize(log_mel(y))
 
     def embed(self, batch: list[np.ndarray], *, device: str) -> np.ndarray:
