@@ -107,10 +107,34 @@ def _train_classifier(ctx: TrainContext) -> TrainOutput:
     return TrainOutput(proba=proba, config=asdict(config), metrics=clf.summary(), artefacts={"model": clf})
 
 
-MODELS: dict[str, Callable[[TrainContext], TrainOutput]] = {"classifier": _train_classifier}
+def _train_pseudo_label(ctx: TrainContext) -> TrainOutput:
+    from .pseudo_label import train_pseudo_label
+
+    return train_pseudo_label(ctx)
+
+
+def _train_pseudo_label_head(ctx: TrainContext) -> TrainOutput:
+    from .pseudo_label import train_pseudo_label
+
+    return train_pseudo_label(ctx, variant="head")
+
+
+def _train_dec(ctx: TrainContext) -> TrainOutput:
+    """Deep Embedded Clustering (semi-supervised, one branch per feature view); see :mod:`core.models.dec`."""
+    from .dec_trainer import train_dec
+
+    return train_dec(ctx)
+
+
+MODELS: dict[str, Callable[[TrainContext], TrainOutput]] = {
+    "classifier": _train_classifier,
+    "pseudo_label": _train_pseudo_label,            # fine-tunes a CNN on the media (images, audio)
+    "pseudo_label_head": _train_pseudo_label_head,  # the light variant on cached features
+    "dec": _train_dec,                              # deep embedded clustering, semi-supervised, multi-view
+}
 
 #: families that can train with no confirmed label at all (clustering)
-LABEL_FREE: set[str] = set()
+LABEL_FREE: set[str] = {"dec"}
 
 
 def get_trainer(name: str) -> Callable[[TrainContext], TrainOutput]:
