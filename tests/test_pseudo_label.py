@@ -155,7 +155,8 @@ def test_pseudo_labels_are_recomputed_each_round(monkeypatch):
     assert [s[0] for s in seen] == [base, sorted(base + [6, 7]), sorted(base + [7, 8])]
     assert [r["n_train_pseudo"] for r in est.rounds_] == [0, 2, 2]
     assert est.rounds_[1]["churn"] == {"added": 1, "dropped": 1, "relabelled": 0}
-    assert est.pseudo_labels() == [{"row": 9, "label": "b", "confidence": 1.0, "round": 3}]
+    assert [(p["row"], p["label"], p["round"]) for p in est.pseudo_labels()] == [
+        (6, "a", 1), (7, "b", 1), (7, "b", 2), (8, "a", 2), (9, "b", 3)]
     assert est.rounds_[0]["pseudo_per_class"] == {"a": 1, "b": 1}
 
 
@@ -379,6 +380,11 @@ def test_registered_trainers_publish_runs_through_train_model(tmp_path):
     run = store.run(rid)
     assert run["model"] == "pseudo_label_head"
     assert [r["round"] for r in run["metrics"]["rounds"]] == [1, 2]
+    # the pseudo-labels of the run are its machine annotations; they confirm nothing
+    stored = store.pseudo_labels(rid)
+    assert len(stored) == sum(r["n_pseudo"] for r in run["metrics"]["rounds"])  # every round's, with its round
+    assert all(s["confidence"] >= 0.9 and s["round"] in (1, 2) for s in stored)
+    assert len(store.confirmed_labels()[0]) == 30
     rid = train_model(store, "pseudo_label", device="cpu", project_map=False,
                       params={"backbone": "tiny_cnn", "image_size": 16, "rounds": 1, "max_epochs": 2})
     run = store.run(rid)

@@ -12,7 +12,7 @@ recognition):
    round's pseudo-labels, and recompute the pseudo-labels of every unlabelled item from the new model
    (they replace the previous set: nothing is accumulated blindly). 3 rounds by default.
 
-The pseudo-labels of the last round are returned in ``TrainOutput.pseudo_labels`` (with their round and
+The pseudo-labels of every round are returned in ``TrainOutput.pseudo_labels`` (with their round and
 confidence); the store keeps them as machine annotations of the run, never confirmed until a person
 accepts them. Each round's validation macro-F1, pseudo-label counts per class and churn go to
 ``metrics["rounds"]``.
@@ -544,10 +544,11 @@ class PseudoLabeler:
         return self.classes_[self.predict_proba(data).argmax(1)]
 
     def pseudo_labels(self) -> list[dict]:
-        """The last round's pseudo-labels: [{"row", "label", "confidence", "round"}]."""
-        last = self.rounds_[-1]
-        return [{"row": int(r), "label": str(self.classes_[c]), "confidence": float(p), "round": int(last["round"])}
-                for r, c, p in zip(last["pseudo_rows"], last["pseudo_labels"], last["pseudo_confidence"])]
+        """Every round's pseudo-labels: [{"row", "label", "confidence", "round"}] (the store keeps them all, so
+        the Pseudo-labels page can show what each round added; the last round's are the current ones)."""
+        return [{"row": int(r), "label": str(self.classes_[c]), "confidence": float(p), "round": int(rd["round"])}
+                for rd in self.rounds_
+                for r, c, p in zip(rd["pseudo_rows"], rd["pseudo_labels"], rd["pseudo_confidence"])]
 
     def summary(self) -> dict:
         """What the run records: the final validation macro-F1 and each round's metrics (no arrays)."""
