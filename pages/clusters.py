@@ -19,7 +19,8 @@ if summary.empty:
 
 conf = cluster_label_confusion(store, run["id"])
 if conf["collapse"] and conf["collapse"].get("collapsed"):
-    st.warning(f"The {run['model']} run looks degenerate: {conf['collapse'].get('message', conf['collapse'])}")
+    st.warning(f"The {run['model']} run looks degenerate: " + "; ".join(conf["collapse"].get("reasons", []))
+               + ". Try the IDEC option (parameter idec=true) or confirm labels of more classes.")
 if not conf["table"].empty and conf["table"].to_numpy().sum() > 0:
     with st.expander(f"Clusters against confirmed labels ({'the model' if conf['source'] == 'model' else 'Hungarian'}"
                      " mapping)", expanded=run["model"] == "dec"):

@@ -146,3 +146,24 @@ def test_train_page_passes_json_parameters_and_refuses_bad_ones(demo):
     at.text_area[0].set_value("[1, 2").run()
     assert at.error and "JSON object" in at.error[0].value
     assert next(b for b in at.button if b.label == "Retrain now").disabled
+
+
+def test_clusters_page_shows_mapping_confusion_and_collapse(demo):
+    import numpy as np
+
+    ids = demo.item_ids()
+    ref = demo.reference_labels()
+    demo.annotate_many([(int(i), ref[int(i)]) for i in ids[:20]], annotator="alice")
+    run_dir = demo.dir / "runs" / "dec-fake"
+    run_dir.mkdir(parents=True)
+    clusters = np.arange(len(ids)) % 3
+    dec = {"mapping": {"0": "0", "1": "1", "2": "2"},
+           "collapse": {"collapsed": True, "reasons": ["cluster 0 holds 70% of the items (> 50%)"]}}
+    demo.publish_run(model="dec", config={}, metrics={"dec": dec}, artefact_dir=run_dir, classes=demo.labels(),
+                     item_ids=ids, labels=[str(c) for c in clusters], confidences=np.full(len(ids), 0.9),
+                     clusters=clusters, coords=np.zeros((len(ids), 2)))
+    at = _app("pages/clusters.py")
+    assert any("degenerate" in w.value and "70%" in w.value for w in at.warning)
+    assert any("the model mapping" in e.label for e in at.expander)
+    mapping = next(d for d in at.dataframe if "mapped label" in d.value.columns)
+    assert mapping.value["mapped label"].tolist() == ["0", "1", "2"]
