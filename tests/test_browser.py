@@ -149,8 +149,11 @@ def test_rapid_key_presses_never_vote_twice_on_one_item(served):
         for _ in range(4):
             page.keyboard.press("1")  # no wait between presses
         wait_idle(page)
+        burst = [v["item_id"] for v in store.active_votes() if v["annotator"] == "rapid"]
+        assert 1 <= len(burst) <= 5  # how many presses outran the redraw depends on the machine's load
+        press_and_wait_next(page, "1")  # the page is still live after the burst
         votes = [v["item_id"] for v in store.active_votes() if v["annotator"] == "rapid"]
-        assert 2 <= len(votes) <= 5
+        assert len(votes) == len(burst) + 1
         assert len(votes) == len(set(votes)), f"an item got several votes from one fast typist: {votes}"
     finally:
         ctx.close()
