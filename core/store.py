@@ -343,9 +343,17 @@ class Store:
         *,
         kind: str = "human",
         seconds: float | None = None,
-    ) -> int:
-        """Record one vote (append-only) and update the item's consensus in the same transaction."""
-        return self.annotate_many([(item_id, label)], annotator=annotator, kind=kind, seconds=seconds)[0]
+        first_vote_only: bool = False,
+    ) -> int | None:
+        """Record one vote (append-only) and update the item's consensus in the same transaction.
+
+        With ``first_vote_only`` nothing is written (and None returned) when the annotator already has an
+        active human or bulk vote on the item: checked inside the write transaction, so two requests racing
+        (a key pressed twice before the page redrew) cannot both vote.
+        """
+        ids = self.annotate_many([(item_id, label)], annotator=annotator, kind=kind, seconds=seconds,
+                                 first_vote_only=first_vote_only)
+        return ids[0] if ids else None
 
     def annotate_many(
         self,
@@ -358,6 +366,7 @@ class Store:
         confidences: Sequence[float] | None = None,
         seconds: float | None = None,
         skip_existing: bool = False,
+        first_vote_only: bool = False,
     ) -> list[int]:
         """Record votes ``(item_id, label)`` by one annotator in one transaction.
 
@@ -394,9 +403,18 @@ class Store:
                     "WHERE r.annotation_id IS NULL AND a.annotator = ? AND a.kind = ?"
                 )
                 existing = {(r[0], r[1]) for r in conn.execute(q, (annotator, kind))}
+            voted: set[int] = set()
+            if first_vote_only:
+                for chunk in _chunks(sorted(set(item_ids)), 900):
+                    q = ("SELECT a.item_id FROM annotations a LEFT JOIN retractions r ON r.annotation_id = a.id "
+                         "WHERE r.annotation_id IS NULL AND a.annotator = ? AND a.kind IN ('human', 'bulk') "
+                         f"AND a.item_id IN ({','.join('?' * len(chunk))})")
+                    voted.update(r[0] for r in conn.execute(q, [annotator, *chunk]))
             for k, (item_id, label) in enumerate(pairs):
-                if (int(item_id), label) in existing:
+                if (int(item_id), label) in existing or int(item_id) in voted:
                     continue
+                if first_vote_only:
+                    voted.add(int(item_id))
                 conf = None if confidences is None else float(confidences[k])
                 cur = conn.execute(
                     "INSERT INTO annotations (item_id, annotator, label, kind, run_id, round, confidence, batch, seconds,"

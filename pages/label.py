@@ -36,14 +36,13 @@ def refill() -> None:
 
 def record(item_id: int, label: str) -> None:
     # A key pressed again before the next item was drawn still carries the item just labelled (and an
-    # interrupted rerun may not keep the queue's session state), so the store decides: one vote per press
-    # and item; changing one's mind goes through undo.
-    if store.has_active_vote(item_id, annotator):
+    # interrupted rerun may not keep the queue's session state), so the store decides inside its write
+    # transaction: one vote per annotator and item; changing one's mind goes through undo.
+    seconds = time.monotonic() - state.get("shown_at", time.monotonic())
+    if store.annotate(item_id, annotator, label, seconds=round(seconds, 3), first_vote_only=True) is None:
         state["undo_msg"] = "That key press came before the next item was shown; it was not recorded."
         state["queue"] = [q for q in state["queue"] if q["item_id"] != item_id]
         return
-    seconds = time.monotonic() - state.get("shown_at", time.monotonic())
-    store.annotate(item_id, annotator, label, seconds=round(seconds, 3))
     state["last"] = item_id
     state["queue"] = [q for q in state["queue"] if q["item_id"] != item_id]
     state["shown_at"] = time.monotonic()

@@ -183,3 +183,25 @@ def test_pseudo_labels_are_machine_annotations_of_the_run_and_never_confirm(tmp_
     assert store.confirmed_labels()[0].tolist() == []  # machine labels never count towards the consensus
     store.annotate(2, "alice", "neg")  # a person accepting one confirms it
     assert store.confirmed_labels()[0].tolist() == [2]
+
+
+def test_first_vote_only_is_decided_inside_the_transaction(tmp_path):
+    import threading
+
+    store = _text_store(tmp_path)
+    results: list = []
+    barrier = threading.Barrier(6)
+
+    def press(label: str) -> None:
+        barrier.wait()
+        results.append(Store(store.dir).annotate(1, "typist", label, first_vote_only=True))
+
+    threads = [threading.Thread(target=press, args=("pos" if k % 2 else "neg",)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1  # six racing presses, one vote
+    assert len([v for v in store.active_votes() if v["annotator"] == "typist"]) == 1
+    store.undo_last("typist")
+    assert store.annotate(1, "typist", "pos", first_vote_only=True) is not None  # after undo one may vote again
