@@ -167,3 +167,25 @@ def test_clusters_page_shows_mapping_confusion_and_collapse(demo):
     assert any("the model mapping" in e.label for e in at.expander)
     mapping = next(d for d in at.dataframe if "mapped label" in d.value.columns)
     assert mapping.value["mapped label"].tolist() == ["0", "1", "2"]
+
+
+def test_label_page_plays_an_audio_clip_and_shows_its_spectrogram(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    from core.ingest import import_folder
+
+    src = tmp_path / "clips"
+    for label, hz in (("low", 220.0), ("high", 880.0)):
+        (src / label).mkdir(parents=True)
+        for k in range(3):
+            t = np.arange(int(0.8 * 8000)) / 8000
+            sf.write(src / label / f"{label}_{k}.wav", 0.3 * np.sin(2 * np.pi * hz * t), 8000)
+    store = Store.create(tmp_path / "projects" / "speech", modality="audio", min_votes=1)
+    import_folder(store, src, labels_from_folders="reference")
+    monkeypatch.setenv("LABELTOOL_PROJECTS", str(tmp_path / "projects"))
+    monkeypatch.chdir(ROOT)
+    at = _app("pages/label.py")
+    assert len(at.get("audio")) == 1
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "mel band" in charts[0].proto.spec
