@@ -567,7 +567,8 @@ class Store:
             self._recompute_consensus(conn, None)
 
     def refit_consensus(self, method: str | None = None) -> dict[str, Any]:
-        """Fit the project's consensus method (or ``method``) on all votes and rewrite every consensus row.
+        """Fit the project's consensus method (or ``method``, which becomes the project's method) on all votes
+        and rewrite every consensus row.
 
         The fit reads the votes outside the write lock; the rows are then recomputed from the votes as they
         are at commit time, so a vote that arrived meanwhile is not lost. Model-aware uses the newest run's
