@@ -6,8 +6,6 @@ item whose consensus is already confirmed (except by ``needs_another_vote``, whi
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -56,13 +54,13 @@ def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, conf
     K = len(params.classes)
     index = {c: k for k, c in enumerate(params.classes)}
     post = np.zeros((len(item_ids), K))
-    proba_row = store.proba_lookup(params.run_id)
-    for item_id, by_annotator in per_item.items():
-        k = pos.get(item_id)
-        if k is None or confirmed[k]:
-            continue
-        votes = {a: index[lab] for a, lab in by_annotator.items() if lab in index}
-        post[k] = item_posterior(params, votes, proba_row(item_id))
+    rows = [(item_id, pos[item_id]) for item_id in per_item if item_id in pos and not confirmed[pos[item_id]]]
+    proba = None
+    if params.method == "model_aware":
+        proba = store.run_proba(params.run_id, [i for i, _ in rows], K)
+    for r, (item_id, k) in enumerate(rows):
+        votes = {a: index[lab] for a, lab in per_item[item_id].items() if lab in index}
+        post[k] = item_posterior(params, votes, None if proba is None else proba[r])
     if params.method == "dawid_skene" and params.confusions:
         prior = np.asarray(params.prior)
         accuracy = float(np.mean([np.diag(np.asarray(c)) @ prior for c in params.confusions.values()]))
@@ -71,24 +69,15 @@ def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, conf
     return post, float(np.clip(accuracy, 1.0 / K + 1e-3, 1 - 1e-3))
 
 
-@lru_cache(maxsize=4)
-def _run_arrays(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    d = Path(run_dir)
-    return np.load(d / "item_ids.npy"), np.load(d / "proba.npy")
-
-
 def aligned_proba(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
     """The newest run's probabilities (n, k) for ``item_ids``; uniform rows for items it did not see."""
     run = store.run()
     if run is None:
         return None
-    ids, proba = _run_arrays(str(store.run_dir(run)))
-    out = np.full((len(item_ids), proba.shape[1]), 1.0 / proba.shape[1], dtype=np.float32)
-    pos = np.searchsorted(ids, item_ids)
-    pos = np.clip(pos, 0, len(ids) - 1)
-    hit = ids[pos] == item_ids
-    out[hit] = proba[pos[hit]]
-    return out
+    proba = store.run_proba(run["id"], item_ids)
+    if proba is None:
+        raise OSError(f"the probabilities of run {run['id']} are missing from {store.run_dir(run)}")
+    return np.where(np.isnan(proba), 1.0 / proba.shape[1], proba).astype(np.float32)
 
 
 def _embeddings(store: Store, item_ids: np.ndarray) -> np.ndarray | None:

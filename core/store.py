@@ -75,6 +75,7 @@ class Store:
                 f"'python -m core init {project_dir} --modality image'."
             )
         self._local = threading.local()
+        self._run_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # one run's ids and memory-mapped proba
         self._migrate()
 
     # ------------------------------------------------------------------ connection and transactions
@@ -467,15 +468,6 @@ class Store:
             self.retract(ids, by=annotator)
         return items
 
-    def has_active_vote(self, item_id: int, annotator: str) -> bool:
-        """Whether ``annotator`` has an active (not retracted) human or bulk vote on the item."""
-        row = self.conn.execute(
-            "SELECT 1 FROM annotations a LEFT JOIN retractions r ON r.annotation_id = a.id WHERE r.annotation_id "
-            "IS NULL AND a.item_id = ? AND a.annotator = ? AND a.kind IN ('human', 'bulk') LIMIT 1",
-            (int(item_id), annotator),
-        ).fetchone()
-        return row is not None
-
     def active_votes(self, item_ids: Sequence[int] | None = None, *, kinds: Sequence[str] = HUMAN_KINDS) -> list[sqlite3.Row]:
         """Active (not retracted) annotations of the given kinds, oldest first."""
         kind_sql = ",".join("?" * len(kinds))
@@ -518,19 +510,22 @@ class Store:
         params = cfg["params"] if cfg["method"] != "majority" else None
         if params is not None and params.method != cfg["method"]:
             params = None  # not fitted yet for this method: majority until the fit lands
-        proba_row = self.proba_lookup(params.run_id if params is not None else None)
         votes = self.active_votes(item_ids)
         by_item: dict[int, list[consensus_mod.Vote]] = {}
         for v in votes:
             by_item.setdefault(v["item_id"], []).append(consensus_mod.Vote(v["annotator"], v["label"], v["kind"]))
-        targets = by_item.keys() if item_ids is None else item_ids
+        targets = list(by_item.keys() if item_ids is None else item_ids)
+        proba = None
+        if params is not None and params.method == "model_aware":
+            proba = self.run_proba(params.run_id, targets, len(params.classes))
         if item_ids is None:
             conn.execute("DELETE FROM consensus")
         t = now()
         rows = []
-        for item_id in targets:
+        for k, item_id in enumerate(targets):
             res = cparams.item_consensus(params, by_item.get(item_id, []), min_votes=cfg["min_votes"],
-                                         min_confidence=cfg["min_confidence"], proba_row=proba_row(item_id))
+                                         min_confidence=cfg["min_confidence"],
+                                         proba_row=None if proba is None else proba[k])
             if res.n_votes == 0 and res.method != "adjudication":
                 conn.execute("DELETE FROM consensus WHERE item_id = ?", (item_id,))
                 continue
@@ -541,25 +536,31 @@ class Store:
             " confirmed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
         )
 
-    def proba_lookup(self, run_id: int | None):
-        """A function item id -> the run's probability row (K,) or None (memory-mapped, read lazily)."""
+    def run_proba(self, run_id: int | None, item_ids: Sequence[int] | np.ndarray,
+                  n_classes: int | None = None) -> np.ndarray | None:
+        """The run's class probabilities (n, K) for ``item_ids`` (n,), NaN rows for items it did not predict.
+
+        None without a run, when its files are gone, or when it has not ``n_classes`` columns (the label set
+        grew since). The run's arrays are memory-mapped and kept for the last run asked.
+        """
         if run_id is None:
-            return lambda item_id: None
-        cache = self.__dict__.setdefault("_proba_cache", {})
-        if run_id not in cache:
+            return None
+        if run_id not in self._run_arrays:
             try:
                 d = self.run_dir(self.run(run_id))
-                cache.clear()
-                cache[run_id] = (np.load(d / "item_ids.npy"), np.load(d / "proba.npy", mmap_mode="r"))
+                arrays = (np.load(d / "item_ids.npy"), np.load(d / "proba.npy", mmap_mode="r"))
             except (OSError, ValidationError):
-                return lambda item_id: None
-        ids, proba = cache[run_id]
-
-        def row(item_id: int) -> np.ndarray | None:
-            k = int(np.searchsorted(ids, item_id))
-            return np.asarray(proba[k], dtype=float) if k < len(ids) and ids[k] == item_id else None
-
-        return row
+                return None
+            self._run_arrays = {run_id: arrays}
+        ids, proba = self._run_arrays[run_id]
+        if len(ids) == 0 or (n_classes is not None and proba.shape[1] != n_classes):
+            return None
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        out = np.full((len(item_ids), proba.shape[1]), np.nan)
+        pos = np.clip(np.searchsorted(ids, item_ids), 0, len(ids) - 1)
+        hit = ids[pos] == item_ids
+        out[hit] = proba[pos[hit]]
+        return out
 
     def recompute_consensus(self) -> None:
         """Recompute the consensus of every item (after a change of min_votes, say)."""
@@ -581,13 +582,7 @@ class Store:
         run = self.run()
         proba = None
         if method == "model_aware" and run is not None:
-            lookup = self.proba_lookup(run["id"])
-            K = len(lm.classes)
-            proba = np.full((len(lm.item_ids), K), np.nan)
-            for r, i in enumerate(lm.item_ids):
-                row = lookup(int(i))
-                if row is not None and len(row) == K:
-                    proba[r] = row
+            proba = self.run_proba(run["id"], lm.item_ids, len(lm.classes))
         if len(lm.item_ids) == 0 or not lm.classes:
             params = cparams.ConsensusParams(method, list(lm.classes), fitted_at=now())
         else:
