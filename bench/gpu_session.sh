@@ -37,4 +37,4 @@ if has pseudo_speed; then echo "== fine-tuning throughput"; t python3 bench/benc
 if has pseudo_fsdd; then echo "== pseudo-labelling, FSDD speaker-independent"; t python3 bench/bench_pseudo_label.py --device cuda --part fsdd --budget-s ${FSDD_BUDGET:-300} ${FSDD_ARGS:-} --out $OUT; fi
 if has pseudo_cifar; then echo "== pseudo-labelling, CIFAR-10 half"; t python3 bench/bench_pseudo_label.py --device cuda --part cifar --out $OUT; fi
 if has dec_speed; then echo "== DEC epoch on 100k x 1280"; t python3 bench/bench_dec.py --gpu-speed --out $OUT; fi
-if has dec_quality; then echo "== DEC quality on CUDA"; t python3 bench/bench_dec.py --device cuda --only ${DEC_ONLY:-digits,mnist,cifar} --pretrain-epochs ${DEC_PRETRAIN:-200} --out $OUT; fi
+if has dec_quality; then echo "== DEC quality on CUDA"; t python3 bench/bench_dec.py --device cuda --only ${DEC_ONLY:-digits,mnist,cifar} --pretrain-epochs ${DEC_PRETRAIN:-200} --compare-init --seeds ${DEC_SEEDS:-1,2,3} --out $OUT; fi

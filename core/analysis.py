@@ -508,12 +508,13 @@ def cluster_label_confusion(store: Store, run_id: int | None = None) -> dict[str
         table: DataFrame (clusters x labels) of confirmed-item counts (index = cluster id, after merges);
         mapping: {cluster: label} (the model's own mapping when its run recorded one, as DEC's does,
         else the Hungarian matching of ``table``); source: "model" or "hungarian"; collapse: the model's
-        degeneracy report or None.
+        degeneracy report or None; prior: the class prior of DEC's KL(h || w) term ({source, reason, w}) or
+        None.
     """
     from .metrics import hungarian_mapping
 
     run = _resolve_run(store, run_id, "cluster_label_confusion")
-    empty = {"table": pd.DataFrame(), "mapping": {}, "source": "hungarian", "collapse": None}
+    empty = {"table": pd.DataFrame(), "mapping": {}, "source": "hungarian", "collapse": None, "prior": None}
     if run is None:
         return empty
     df = _cluster_frame(store, run)
@@ -530,7 +531,8 @@ def cluster_label_confusion(store: Store, run_id: int | None = None) -> dict[str
     else:
         mapping = hungarian_mapping(conf["confirmed_label"].to_numpy(), conf["cluster"].to_numpy()) if len(conf) else {}
         source = "hungarian"
-    return {"table": table, "mapping": mapping, "source": source, "collapse": own.get("collapse")}
+    return {"table": table, "mapping": mapping, "source": source, "collapse": own.get("collapse"),
+            "prior": own.get("prior")}
 
 
 def cluster_summary(store: Store, run_id: int | None = None) -> pd.DataFrame:

@@ -59,38 +59,15 @@ def check_image(path: Path) -> Problem | None:
 
 
 def check_audio(path: Path) -> Problem | None:
-    """Read the header (and a first block) of an audio file: catches empty and non-audio files."""
-    import soundfile as sf
-
-    if path.stat().st_size == 0:
-        return ("empty_audio", "the file is empty (0 bytes)")
-    try:
-        info = sf.info(str(path))
-        frames = info.frames
-        if frames > 0:
-            with sf.SoundFile(str(path)) as f:
-                block = f.read(min(frames, 4096))
-            if len(block) == 0:
-                return ("empty_audio", "the audio holds no samples")
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        return _check_audio_librosa(path, str(exc))
-    if frames <= 0:
-        return ("empty_audio", "the audio holds no samples (0 frames)")
-    return None
-
-
-def _check_audio_librosa(path: Path, first_error: str) -> Problem | None:
-    """Fallback for formats libsndfile cannot read (some MP3s)."""
-    import warnings
-
-    import librosa
+    """Decode the first second of an audio file with the engine's own reader (soundfile, librosa fallback):
+    catches empty and non-audio files. Problem codes: ``empty_audio``, ``not_audio``."""
+    from .audio.config import AudioError
+    from .audio.load import read_audio
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            y, _ = librosa.load(str(path), sr=None, mono=True, duration=1.0)
-    except Exception as exc:  # librosa/audioread raise many unrelated types for non-audio input
-        return ("not_audio", f"not readable as audio: {first_error or exc}")
+        y, _ = read_audio(path, max_seconds=1.0)
+    except AudioError as exc:
+        return ("empty_audio" if exc.reason in ("empty", "missing") else "not_audio", str(exc))
     if y.size == 0:
         return ("empty_audio", "the audio holds no samples")
     return None

@@ -29,6 +29,9 @@ if not conf["table"].empty and conf["table"].to_numpy().sum() > 0:
         st.plotly_chart(fig, width="stretch")
         st.dataframe([{"cluster": c, "mapped label": lab} for c, lab in sorted(conf["mapping"].items())],
                      hide_index=True)
+        if conf["prior"]:
+            st.caption(f"Class prior w of the KL(h || w) term: {conf['prior']['source']} "
+                       f"({conf['prior']['reason']}). Set the DEC parameter prior_source to choose.")
 
 clusters = summary["cluster"].tolist()
 cluster = st.selectbox("Open cluster", clusters)

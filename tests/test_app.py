@@ -158,7 +158,8 @@ def test_clusters_page_shows_mapping_confusion_and_collapse(demo):
     run_dir.mkdir(parents=True)
     clusters = np.arange(len(ids)) % 3
     dec = {"mapping": {"0": "0", "1": "1", "2": "2"},
-           "collapse": {"collapsed": True, "reasons": ["cluster 0 holds 70% of the items (> 50%)"]}}
+           "collapse": {"collapsed": True, "reasons": ["cluster 0 holds 70% of the items (> 50%)"]},
+           "prior": {"source": "uniform", "reason": "classes with fewer than 3 confirmed labels: 7, 8", "w": [0.1] * 10}}
     demo.publish_run(model="dec", config={}, metrics={"dec": dec}, artefact_dir=run_dir, classes=demo.labels(),
                      item_ids=ids, labels=[str(c) for c in clusters], confidences=np.full(len(ids), 0.9),
                      clusters=clusters, coords=np.zeros((len(ids), 2)))
@@ -167,6 +168,7 @@ def test_clusters_page_shows_mapping_confusion_and_collapse(demo):
     assert any("the model mapping" in e.label for e in at.expander)
     mapping = next(d for d in at.dataframe if "mapped label" in d.value.columns)
     assert mapping.value["mapped label"].tolist() == ["0", "1", "2"]
+    assert any("Class prior w" in c.value and "uniform" in c.value and "7, 8" in c.value for c in at.caption)
 
 
 def test_label_page_plays_an_audio_clip_and_shows_its_spectrogram(tmp_path, monkeypatch):

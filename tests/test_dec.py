@@ -111,6 +111,15 @@ def test_supervised_ce_matches_loop(tiny):
     assert float(supervised_ce(q, y)) == pytest.approx(ref, rel=1e-10)
 
 
+def test_weighted_supervised_ce_matches_loop(tiny):
+    q = soft_assignment(*tiny)
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    v = torch.tensor([1.0, 0.5, 0.0, 2.0, 1.0, 0.25, 1.0], dtype=torch.float64)
+    ref = -sum(v[i].item() * math.log(q[i, y[i]].item()) for i in range(7)) / sum(v.tolist())
+    assert float(supervised_ce(q, y, v)) == pytest.approx(ref, rel=1e-10)
+    assert float(supervised_ce(q, y, torch.ones(7))) == pytest.approx(float(supervised_ce(q, y)), rel=1e-6)
+
+
 def test_losses_are_batched_on_large_input():
     z, mu = torch.randn(5000, 10), torch.randn(10, 10)
     q = soft_assignment(z, mu)
@@ -252,7 +261,7 @@ def test_bad_labels_are_rejected():
 
 
 # ----------------------------------------------------------------------------------- trainer via training
-TRAIN_PARAMS = {"dims": [32, 32, 4], "pretrain_epochs": 10, "batch_size": 32, "max_iter": 150,
+TRAIN_PARAMS = {"dims": [32, 32, 4], "pretrain_epochs": 20, "batch_size": 32, "max_iter": 150,
                 "update_interval": 50, "kmeans_n_init": 3}
 
 
@@ -327,3 +336,77 @@ def test_idec_keeps_reconstruction_and_clusters():
     X, y = blobs(n_per=50)
     m = MultiModalDEC(DECConfig(n_clusters=3, idec=True, **SMALL)).fit([X])
     assert cluster_acc(y, m.clusters_) > 0.95 and m.history_["iterations"] > 0
+
+
+def test_prior_source_auto_uses_uniform_when_labels_miss_classes():
+    torch.set_num_threads(1)
+    X, y = blobs(n_per=50)
+    one_class = np.flatnonzero(y == 0)[:12]  # labels confirmed in file order: all of class 0
+    m = MultiModalDEC(DECConfig(n_clusters=3, **SMALL)).fit([X], labelled_idx=one_class, y=y[one_class],
+                                                            classes=[0, 1, 2])
+    prior = m.history_["prior"]
+    assert prior["source"] == "uniform" and "1, 2" in prior["reason"]
+    assert prior["w"] == pytest.approx([1 / 3] * 3, abs=1e-4)
+    assert cluster_acc(y, m.clusters_) > 0.95 and not m.collapse_["collapsed"]
+    seed_rule = MultiModalDEC(DECConfig(n_clusters=3, prior_source="labels", **SMALL)).fit(
+        [X], labelled_idx=one_class, y=y[one_class], classes=[0, 1, 2])
+    assert seed_rule.history_["prior"]["source"] == "labels"
+    assert seed_rule.history_["prior"]["w"][0] == pytest.approx(13 / 15, abs=1e-4)  # (12 + 1) / (12 + 3)
+    every = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(3)])
+    m3 = MultiModalDEC(DECConfig(n_clusters=3, **{**SMALL, "max_iter": 0})).fit(
+        [X], labelled_idx=every, y=y[every], classes=[0, 1, 2])
+    assert m3.history_["prior"]["source"] == "labels"
+
+
+def test_sample_weight_zero_ignores_wrong_labels_and_bad_weights_are_refused():
+    torch.set_num_threads(1)
+    X, y = blobs(n_per=50)
+    good = np.concatenate([np.flatnonzero(y == c)[:5] for c in range(3)])
+    wrong = np.flatnonzero(y == 1)[5:15]  # class-1 items labelled 0 ...
+    lab = np.concatenate([good, wrong])
+    labels = np.concatenate([y[good], np.zeros(len(wrong), int)])
+    weight = np.concatenate([np.ones(len(good)), np.zeros(len(wrong))])  # ... with no confidence at all
+    m = MultiModalDEC(DECConfig(n_clusters=3, **SMALL)).fit([X], labelled_idx=lab, y=labels, classes=[0, 1, 2],
+                                                            sample_weight=weight)
+    assert m.history_["sample_weighted"]
+    assert float((m.predict([X]) == y).mean()) > 0.95
+    with pytest.raises(ValidationError, match="'sample_weight'.*one weight per labelled row"):
+        MultiModalDEC(DECConfig(n_clusters=3, **SMALL)).fit([X], labelled_idx=good, y=y[good], sample_weight=[1.0])
+    with pytest.raises(ValidationError, match="'sample_weight'.*finite weights >= 0"):
+        MultiModalDEC(DECConfig(n_clusters=3, **SMALL)).fit([X], labelled_idx=good, y=y[good],
+                                                          sample_weight=-np.ones(len(good)))
+
+
+def test_umap_gmm_initial_partition_and_its_fallback():
+    torch.set_num_threads(1)
+    X, y = blobs(n_per=50)
+    m = MultiModalDEC(DECConfig(n_clusters=3, init_method="umap_gmm", **SMALL)).fit([X])
+    assert m.history_["init"]["method"] == "umap_gmm"
+    assert cluster_acc(y, m.init_clusters_) > 0.95 and cluster_acc(y, m.clusters_) > 0.95
+    few = MultiModalDEC(DECConfig(n_clusters=3, init_method="umap_gmm", **SMALL)).fit([X[::5]])
+    assert few.history_["init"] == {"method": "kmeans", "reason": "only 30 items (umap_gmm needs 50)"}
+
+
+@pytest.mark.parametrize("field,value,allowed", [("pretrain_dropout", 1.0, "a number in [0, 1)"),
+                                                 ("init_method", "spectral", "'kmeans', 'umap_gmm'"),
+                                                 ("weight_init", "he", "'glorot', 'torch'"),
+                                                 ("prior_source", "votes", "'auto', 'labels', 'uniform'")])
+def test_new_config_fields_are_validated(field, value, allowed):
+    with pytest.raises(ValidationError, match=f"'{field}'.*{value}") as err:
+        DECConfig(**{field: value}).validate()
+    assert allowed.split(",")[0] in str(err.value)
+
+
+def test_state_dict_is_a_snapshot_not_a_view_of_live_weights():
+    torch.set_num_threads(1)
+    X, _ = blobs(n_per=30)
+    m = MultiModalDEC(DECConfig(n_clusters=3, **SMALL)).fit([X])
+    start = m.init_state_["weights"]["branches.0.centroids"].copy()
+    before = m.state_dict()
+    with torch.no_grad():
+        for p in m.net_.parameters():
+            p.add_(1.0)
+    assert all(np.allclose(before["weights"][k], v.detach().numpy() - 1.0, atol=1e-5)
+               for k, v in m.net_.state_dict().items())
+    # the pretrained start kept for init_from is the k-means start, not the clustered end
+    assert not np.allclose(start, m.state_dict()["weights"]["branches.0.centroids"] - 1.0)

@@ -3,12 +3,14 @@
 Follows DEC (Xie et al. 2016), MultiDEC (Yang et al. 2019) and the semi-supervised multi-modal DEC of the seed
 paper (Algorithm 1):
 
-1. one stacked autoencoder per view (image features, caption features; default ``d-500-500-2000-10``),
-   pretrained end to end with MSE (Adam);
-2. k-means on the latent space gives the initial centroids. With two views, k-means runs on the concatenation
-   of both latents (each scaled to unit overall spread so neither dominates) and each branch's centroids are
-   the means of its own latent over the joint clusters: the branches start with one shared partition, which
-   the joint target needs (cluster ``j`` of the image branch is cluster ``j`` of the text branch);
+1. one stacked autoencoder per view (image features, caption features; default ``d-500-500-2000-10``, Glorot
+   init), pretrained end to end with MSE (Adam) as a denoising autoencoder (20% input dropout, as DEC);
+2. an initial partition of the latent space gives the initial centroids (the latent means of its clusters):
+   k-means as in DEC (``init_method="kmeans"``), or by default UMAP of the latent followed by a Gaussian
+   mixture (``"umap_gmm"``, N2D), far closer to the classes on a weak latent. With two views, it runs on the
+   concatenation of both latents (each scaled to unit overall spread so neither dominates) and each branch's
+   centroids are the means of its own latent over the joint clusters: the branches start with one shared
+   partition, which the joint target needs (cluster ``j`` of the image branch is cluster ``j`` of the text branch);
 3. with confirmed labels, the clusters are matched to classes by the Hungarian algorithm on the cluster/label
    confusion matrix and the centroids are reordered so that cluster ``j`` is class ``j``;
 4. rounds alternate, as in Algorithm 1: a supervised phase (cross-entropy between each branch's soft
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
@@ -96,6 +99,7 @@ class MultiModalDEC:
         y: np.ndarray | None = None,
         classes: Sequence[Any] | None = None,
         init_from: "dict | MultiModalDEC | None" = None,
+        sample_weight: np.ndarray | None = None,
         progress: Progress | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> "MultiModalDEC":
@@ -113,6 +117,9 @@ class MultiModalDEC:
             The label set and the order of probability columns (default: the sorted distinct ``y``).
         init_from : state dict or MultiModalDEC, optional
             Warm start: reuse its scaling, weights and centroids (no pretraining, no k-means).
+        sample_weight : ndarray (m,), optional
+            Weight of each labelled item in the supervised cross-entropy (e.g. the consensus confidence of its
+            label), aligned with ``labelled_idx``; all 1 when omitted.
         progress : callable(dict), optional
         should_cancel : callable() -> bool, optional
             Polled between iterations; :class:`core.errors.JobCancelled` is raised when it returns True.
@@ -123,6 +130,7 @@ class MultiModalDEC:
         cfg.validate()
         views = _check_views(views)
         lab, y_cls = self._check_labels(views[0].shape[0], labelled_idx, y, classes)
+        weight = _check_weight(sample_weight, len(lab))
         k = cfg.n_clusters or len(self.classes_)
         check_param("DEC", "n_clusters", k, k >= 2, "an int >= 2 (or None with at least 2 classes)")
         check_param("DEC", "n_clusters", k, k <= views[0].shape[0], f"at most the number of items ({views[0].shape[0]})")
@@ -141,9 +149,9 @@ class MultiModalDEC:
             self.init_state_ = self.state_dict()  # pretrained + k-means start, to compare variants fairly
         else:
             self.history_["pretrain_loss"] = None
-        align = self._align(Xs, lab, y_cls)
-        self._cluster(Xs, lab, y_cls, align, report, cancel)
-        self._finish(Xs, lab, y_cls, align)
+        align = self._align(Xs, lab, y_cls, weight)
+        self._cluster(Xs, lab, y_cls, weight, align, report, cancel)
+        self._finish(Xs, lab, y_cls, weight, align)
         self.history_["seconds"] = round(time.perf_counter() - t0, 3)
         return self
 
@@ -174,7 +182,7 @@ class MultiModalDEC:
 
         cfg = self.config
         d_ins = [v.shape[1] for v in views]
-        self.net_ = MultiBranch(d_ins, cfg.dims, self.n_clusters_).to(self.device)
+        self.net_ = MultiBranch(d_ins, cfg.dims, self.n_clusters_, cfg.weight_init).to(self.device)
         if init_from is None:
             self.shift_, self.scale_ = zip(*[_scaling(v, cfg.input_scaling) for v in views])
             self.shift_, self.scale_ = list(self.shift_), list(self.scale_)
@@ -210,13 +218,15 @@ class MultiModalDEC:
         gen = _generator(self.device, cfg.seed)
         last = [float("nan")] * len(Xs)
         bs = cfg.pretrain_batch_size or cfg.batch_size
+        drop = cfg.pretrain_dropout  # denoising: the input is corrupted, the clean input is the target
         for epoch in range(cfg.pretrain_epochs):
             order = torch.randperm(n, device=self.device, generator=gen)
             totals = torch.zeros(len(Xs), device=self.device)
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
-                losses = torch.stack([F.mse_loss(br.reconstruct(X[idx])[1], X[idx])
-                                      for br, X in zip(self.net_.branches, Xs)])
+                clean = [X[idx] for X in Xs]
+                losses = torch.stack([F.mse_loss(br.reconstruct(F.dropout(x, drop) if drop else x)[1], x)
+                                      for br, x in zip(self.net_.branches, clean)])
                 opt.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 opt.step()
@@ -245,9 +255,9 @@ class MultiModalDEC:
             return [soft_assignment(z, br.centroids, self.config.alpha) for z, br in zip(self._latents(Xs), self.net_.branches)]
 
     def _init_centroids(self, Xs) -> None:
-        """k-means on the latent space; each branch's centroids are its latent means over the clusters."""
+        """Initial partition of the latent space (k-means, or UMAP + GMM); each branch's centroids are its
+        latent means over those clusters."""
         import torch
-        from sklearn.cluster import KMeans
 
         cfg = self.config
         zs = [z.cpu().numpy().astype(np.float64) for z in self._latents(Xs)]
@@ -255,17 +265,44 @@ class MultiModalDEC:
             Z = zs[0]
         else:  # each branch at unit overall spread, so neither view dominates the joint k-means
             Z = np.hstack([z / max(float(z.std()), 1e-12) for z in zs])
-        km = KMeans(n_clusters=self.n_clusters_, n_init=cfg.kmeans_n_init, random_state=cfg.seed).fit(Z)
-        onehot = np.eye(self.n_clusters_)[km.labels_]
+        labels = self._partition(Z)
+        onehot = np.eye(self.n_clusters_)[labels]
         sizes = np.maximum(onehot.sum(0), 1.0)[:, None]
         with torch.no_grad():
             for br, z in zip(self.net_.branches, zs):
                 br.centroids.copy_(torch.as_tensor(onehot.T @ z / sizes, dtype=torch.float32))
-        self.history_["kmeans_inertia"] = float(km.inertia_)
-        self.init_clusters_ = km.labels_.astype(np.int64)
+        self.init_clusters_ = labels
 
-    def _align(self, Xs, lab: np.ndarray, y_cls: np.ndarray) -> np.ndarray:
-        """Match clusters to classes (Hungarian) and reorder the centroids so that cluster j is class j.
+    def _partition(self, Z: np.ndarray) -> np.ndarray:
+        """Cluster of each row of the latent ``Z`` (n, e) per ``init_method``, (n,) int64; records the method."""
+        from sklearn.cluster import KMeans
+
+        cfg, k, n = self.config, self.n_clusters_, Z.shape[0]
+        if cfg.init_method == "umap_gmm" and n >= 50:
+            import umap
+            from sklearn.mixture import GaussianMixture
+
+            with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted, reproducible
+                warnings.simplefilter("ignore", UserWarning)
+                E = umap.UMAP(n_components=min(cfg.umap_dim, n - 2), n_neighbors=min(cfg.umap_neighbors, n - 1),
+                              min_dist=0.0, random_state=cfg.seed).fit_transform(Z)
+            gmm = GaussianMixture(k, covariance_type="full", n_init=1, random_state=cfg.seed).fit(E)
+            labels = gmm.predict(E)
+            if len(np.unique(labels)) == k:
+                self.history_["init"] = {"method": "umap_gmm", "umap_dim": E.shape[1],
+                                         "gmm_converged": bool(gmm.converged_)}
+                return labels.astype(np.int64)
+            why = f"the Gaussian mixture left {k - len(np.unique(labels))} of {k} clusters empty"
+        else:
+            why = "init_method='kmeans'" if cfg.init_method == "kmeans" else f"only {n} items (umap_gmm needs 50)"
+        km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, random_state=cfg.seed).fit(Z)
+        self.history_["kmeans_inertia"] = float(km.inertia_)
+        self.history_["init"] = {"method": "kmeans", "reason": why}
+        return km.labels_.astype(np.int64)
+
+    def _align(self, Xs, lab: np.ndarray, y_cls: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        """Match clusters to classes (Hungarian on the cluster/label table, each labelled item counting its
+        ``weight``) and reorder the centroids so that cluster j is class j.
 
         Returns
         -------
@@ -278,7 +315,7 @@ class MultiModalDEC:
         if len(lab) == 0:
             return np.full(C, -1, np.int64)
         assign = torch.stack(self._soft_all(Xs)).mean(0).argmax(1).cpu().numpy()
-        table = confusion_matrix(assign[lab], y_cls, k, C)
+        table = confusion_matrix(assign[lab], y_cls, k, C, weight)
         cluster_of = match_clusters(table)  # (k,) class of each cluster or -1
         matched = [j for c in range(C) for j in np.flatnonzero(cluster_of == c)]
         order = matched + [j for j in range(k) if j not in matched]
@@ -292,19 +329,20 @@ class MultiModalDEC:
         return out
 
     # ------------------------------------------------------------------------------------------ clustering
-    def _cluster(self, Xs, lab: np.ndarray, y_cls: np.ndarray, align: np.ndarray, report: Progress,
-                 cancel: _Canceller) -> None:
+    def _cluster(self, Xs, lab: np.ndarray, y_cls: np.ndarray, weight: np.ndarray | None, align: np.ndarray,
+                 report: Progress, cancel: _Canceller) -> None:
         """Algorithm 1: rounds of a supervised phase, a full-data target update, an unsupervised phase."""
         import torch
 
-        from .dec_losses import class_prior, joint_target, kl_prior
+        from .dec_losses import joint_target, kl_prior
 
         cfg, n, dev = self.config, Xs[0].shape[0], self.device
         keep = align[y_cls] >= 0 if len(lab) else np.zeros(0, bool)
         lab_t = torch.as_tensor(lab[keep], device=dev)
         y_t = torch.as_tensor(align[y_cls[keep]], device=dev)
+        v_t = None if weight is None else torch.as_tensor(weight[keep], device=dev)
         semi = len(lab_t) > 0
-        w = class_prior(y_t, self.n_clusters_, cfg.prior_smoothing).to(dev) if semi and cfg.prior_weight > 0 else None
+        w = self._prior(y_cls, y_t) if semi and cfg.prior_weight > 0 else None
         interval = cfg.update_interval
         opt = torch.optim.SGD(self.net_.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         lr_u = cfg.kappa * cfg.lr if semi else cfg.lr
@@ -329,7 +367,7 @@ class MultiModalDEC:
             cancel("clustering")
             if semi:
                 _set_lr(opt, cfg.lr)
-                sup_steps += self._supervised_phase(Xs, lab_t, y_t, opt, gen, cancel)
+                sup_steps += self._supervised_phase(Xs, lab_t, y_t, v_t, opt, gen, cancel)
             _set_lr(opt, lr_u)
             for _ in range(min(interval, cfg.max_iter - it)):
                 self._unsupervised_step(Xs, p, sampler.next(), w, opt)
@@ -337,7 +375,34 @@ class MultiModalDEC:
         self.history_.update({"iterations": it, "supervised_steps": sup_steps, "update_interval": interval,
                               "n_updates": len(deltas) + 1, "delta_label_history": [round(d, 6) for d in deltas],
                               "converged": converged, "semi_supervised": semi, "n_labelled_used": int(len(lab_t)),
-                              "prior_kl": prior_kl, "lr_unsupervised": lr_u})
+                              "prior_kl": prior_kl, "lr_unsupervised": lr_u, "sample_weighted": v_t is not None})
+
+    def _prior(self, y_cls: np.ndarray, y_t):
+        """The class prior w (k,) of ``KL(h || w)`` on the device, per ``prior_source``; records the choice.
+
+        Parameters
+        ----------
+        y_cls : ndarray (m,) int64   class index of every labelled item (for the per-class counts)
+        y_t : Tensor (m',)           cluster index of the labelled items whose class has a cluster
+        """
+        import torch
+
+        from .dec_losses import class_prior
+
+        cfg, k = self.config, self.n_clusters_
+        counts = np.bincount(y_cls, minlength=len(self.classes_))
+        source = cfg.prior_source
+        if source == "auto":
+            few = [str(c) for c, n in zip(self.classes_.tolist(), counts.tolist()) if n < cfg.prior_min_per_class]
+            source = "uniform" if few else "labels"
+            why = (f"classes with fewer than {cfg.prior_min_per_class} confirmed labels: {', '.join(few[:10])}"
+                   + (f" and {len(few) - 10} more" if len(few) > 10 else "")) if few else \
+                f"every class has at least {cfg.prior_min_per_class} confirmed labels"
+        else:
+            why = f"prior_source={source!r}"
+        w = class_prior(y_t, k, cfg.prior_smoothing) if source == "labels" else torch.full((k,), 1.0 / k)
+        self.history_["prior"] = {"source": source, "reason": why, "w": [round(float(v), 4) for v in w.tolist()]}
+        return w.to(self.device)
 
     def _branch_losses(self, Xs, idx):
         """Per branch: (soft assignment (b, k), reconstruction MSE or None) of the rows ``idx`` (b,)."""
@@ -362,7 +427,7 @@ class MultiModalDEC:
             return clustering
         return clustering + sum(mse for _, mse in outs) / self.config.gamma
 
-    def _supervised_phase(self, Xs, lab_t, y_t, opt, gen, cancel: _Canceller) -> int:
+    def _supervised_phase(self, Xs, lab_t, y_t, v_t, opt, gen, cancel: _Canceller) -> int:
         """Cross-entropy between each branch's q and the labels (``sup_epochs`` passes, at least ``sup_min_steps``
         steps); returns the number of steps."""
         import torch
@@ -378,7 +443,8 @@ class MultiModalDEC:
                     break
                 sel = perm[start:start + cfg.batch_size]
                 outs = self._branch_losses(Xs, lab_t[sel])
-                loss = self._total(sum(supervised_ce(q, y_t[sel]) for q, _ in outs), outs)
+                v = None if v_t is None else v_t[sel]
+                loss = self._total(sum(supervised_ce(q, y_t[sel], v) for q, _ in outs), outs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -400,7 +466,7 @@ class MultiModalDEC:
         opt.step()
 
     # ----------------------------------------------------------------------------------------- finishing
-    def _finish(self, Xs, lab: np.ndarray, y_cls: np.ndarray, align: np.ndarray) -> None:
+    def _finish(self, Xs, lab: np.ndarray, y_cls: np.ndarray, weight: np.ndarray | None, align: np.ndarray) -> None:
         """Final assignments, the cluster -> class mapping, the confusion matrix and the collapse report."""
         import torch
 
@@ -410,11 +476,13 @@ class MultiModalDEC:
         self.embedding_ = torch.cat(self._latents(Xs), 1).cpu().numpy()
         self.confusion_ = confusion_matrix(self.clusters_[lab], y_cls, k, C)
         if len(lab):
-            trained = np.zeros((k, C))  # half an item for the trained alignment: breaks ties only
+            # half the smallest item weight for the trained alignment: it breaks ties only
+            tie = 0.5 if weight is None or not (weight > 0).any() else 0.5 * float(weight[weight > 0].min())
+            trained = np.zeros((k, C))
             for c, j in enumerate(align):
                 if j >= 0:
-                    trained[j, c] = 0.5
-            self.mapping_ = match_clusters(self.confusion_ + trained)
+                    trained[j, c] = tie
+            self.mapping_ = match_clusters(confusion_matrix(self.clusters_[lab], y_cls, k, C, weight) + trained)
         else:  # no labels: cluster j is named after class j (arbitrary names, in the classes' order)
             self.mapping_ = np.array([j if j < C else -1 for j in range(k)], np.int64)
         self.cluster_class_ = cluster_class_matrix(self.mapping_, self.confusion_, C)
@@ -460,7 +528,7 @@ class MultiModalDEC:
             "format": "dec-v1", "config": asdict(self.config), "n_clusters": self.n_clusters_,
             "input_dims": [int(s.shape[0]) if np.ndim(s) else None for s in self.shift_],
             "shift": [np.asarray(s) for s in self.shift_], "scale": [np.asarray(s) for s in self.scale_],
-            "weights": {k: v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()},
+            "weights": {k: v.detach().cpu().numpy().copy() for k, v in self.net_.state_dict().items()},
             "classes": self.classes_.tolist(),
             "mapping": None if getattr(self, "mapping_", None) is None else self.mapping_.tolist(),
             "cluster_class": getattr(self, "cluster_class_", None),
@@ -474,7 +542,7 @@ class MultiModalDEC:
         cfg = DECConfig(**{**state["config"], "dims": tuple(state["config"]["dims"])})
         model = cls(cfg, device=device)
         model.n_clusters_ = int(state["n_clusters"])
-        model.net_ = MultiBranch(state["input_dims"], cfg.dims, model.n_clusters_).to(device)
+        model.net_ = MultiBranch(state["input_dims"], cfg.dims, model.n_clusters_).to(device)  # weights loaded next
         model._load_weights(state)
         model.classes_ = np.asarray(state["classes"], dtype=object)
         k, C = model.n_clusters_, len(model.classes_)
@@ -524,6 +592,17 @@ def _generator(device: str, seed: int):
 def _set_lr(opt, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
+
+
+def _check_weight(sample_weight: np.ndarray | None, m: int) -> np.ndarray | None:
+    """``sample_weight`` as float32 (m,), or None; refuses a wrong length and negative or non-finite values."""
+    if sample_weight is None:
+        return None
+    v = np.asarray(sample_weight, np.float32).reshape(-1)
+    check_param("DEC", "sample_weight", f"{len(v)} weights", len(v) == m, f"one weight per labelled row ({m})")
+    check_param("DEC", "sample_weight", "weights with a negative, NaN or inf value",
+                bool(np.isfinite(v).all() and (v >= 0).all()), "finite weights >= 0")
+    return v
 
 
 def _check_views(views: Sequence[np.ndarray]) -> list[np.ndarray]:

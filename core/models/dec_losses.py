@@ -143,8 +143,8 @@ def class_prior(y: torch.Tensor, k: int, smoothing: float = 1.0) -> torch.Tensor
     return counts / counts.sum()
 
 
-def supervised_ce(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy between the soft assignment and one-hot labels, ``-1/m sum_i log q_{i, y_i}``.
+def supervised_ce(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy between the soft assignment and one-hot labels, ``-sum_i v_i log q_{i, y_i} / sum_i v_i``.
 
     Parameters
     ----------
@@ -152,9 +152,15 @@ def supervised_ce(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         Soft assignment of the labelled items.
     y : Tensor (m,) int64
         Cluster index of each item's class.
+    weight : Tensor (m,), optional
+        Per-item weight ``v_i`` (e.g. the consensus confidence of the label); all 1 when omitted.
 
     Returns
     -------
     Tensor ()
     """
-    return -torch.log(q.gather(1, y.view(-1, 1)).clamp_min(EPS)).mean()
+    nll = -torch.log(q.gather(1, y.view(-1, 1)).clamp_min(EPS)).view(-1)
+    if weight is None:
+        return nll.mean()
+    weight = weight.to(nll.dtype)
+    return (weight * nll).sum() / weight.sum().clamp_min(EPS)

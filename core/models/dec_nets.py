@@ -53,9 +53,14 @@ class Branch(nn.Module):
 class MultiBranch(nn.Module):
     """One :class:`Branch` per view (image, text, ...), all with the same hidden widths and cluster count."""
 
-    def __init__(self, d_ins: Sequence[int], dims: Sequence[int], n_clusters: int):
+    def __init__(self, d_ins: Sequence[int], dims: Sequence[int], n_clusters: int, weight_init: str = "torch"):
         super().__init__()
         self.branches = nn.ModuleList([Branch(d, dims, n_clusters) for d in d_ins])
+        if weight_init == "glorot":  # Xavier-uniform weights and zero biases, as DEC's Keras and IDEC code
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     def __len__(self) -> int:
         return len(self.branches)

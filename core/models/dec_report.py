@@ -9,10 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_matrix(clusters: np.ndarray, y_cls: np.ndarray, k: int, C: int) -> np.ndarray:
-    """Cluster x class counts (k, C) int64 of items with cluster ``clusters`` (m,) and class index ``y_cls`` (m,)."""
-    table = np.zeros((k, C), np.int64)
-    np.add.at(table, (np.asarray(clusters, np.int64), np.asarray(y_cls, np.int64)), 1)
+def confusion_matrix(clusters: np.ndarray, y_cls: np.ndarray, k: int, C: int,
+                     weight: np.ndarray | None = None) -> np.ndarray:
+    """Cluster x class table (k, C) of items with cluster ``clusters`` (m,) and class index ``y_cls`` (m,).
+
+    Counts (int64), or with ``weight`` (m,) the sum of the items' weights (float64).
+    """
+    if weight is None:
+        table = np.zeros((k, C), np.int64)
+        np.add.at(table, (np.asarray(clusters, np.int64), np.asarray(y_cls, np.int64)), 1)
+        return table
+    table = np.zeros((k, C), np.float64)
+    np.add.at(table, (np.asarray(clusters, np.int64), np.asarray(y_cls, np.int64)), np.asarray(weight, np.float64))
     return table
 
 

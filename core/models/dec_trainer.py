@@ -43,6 +43,7 @@ def train_dec(ctx: TrainContext) -> TrainOutput:
     state, why = _previous_state(ctx, config, names, [v.shape[1] for v in views])
     model = MultiModalDEC(config, device=ctx.device).fit(
         views, labelled_idx=ctx.labelled, y=ctx.y, classes=ctx.classes, init_from=state,
+        sample_weight=ctx.sample_weight,
         progress=ctx.progress, should_cancel=ctx.should_cancel)
     proba = np.asarray(model.cluster_class_, np.float64)
     proba = (model.soft_ @ proba).astype(np.float32)
