@@ -188,20 +188,16 @@ def _other_init(dec, X: np.ndarray, y: np.ndarray, classes: list, device: str) -
     """DEC from the same pretrained autoencoder with the other initial partition (k-means <-> UMAP + GMM)."""
     from dataclasses import replace
 
-    from core.models.dec import MultiModalDEC
+    from core.models.dec import MultiModalDEC, cluster_means, initial_partition
 
-    cfg = dec.config
-    other = "kmeans" if cfg.init_method == "umap_gmm" else "umap_gmm"
-    probe = MultiModalDEC(replace(cfg, init_method=other), device=device)
-    probe.n_clusters_, probe.history_ = dec.n_clusters_, {}
+    cfg = replace(dec.config, init_method="kmeans" if dec.config.init_method == "umap_gmm" else "umap_gmm")
     Z = MultiModalDEC.from_state(dec.init_state_).transform([X]).astype(np.float64)  # the pretrained latent
-    labels = probe._partition(Z)
+    labels, _ = initial_partition(Z, dec.n_clusters_, cfg)
     state = {**dec.init_state_, "weights": dict(dec.init_state_["weights"])}
-    onehot = np.eye(dec.n_clusters_)[labels]
-    state["weights"]["branches.0.centroids"] = (onehot.T @ Z / np.maximum(onehot.sum(0), 1)[:, None]).astype(np.float32)
+    state["weights"]["branches.0.centroids"] = cluster_means(Z, labels, dec.n_clusters_).astype(np.float32)
     t0 = time.perf_counter()
-    m = MultiModalDEC(replace(cfg, init_method=other), device=device).fit([X], classes=classes, init_from=state)
-    return {"init_method": other, "initial_partition": scores(y, labels), "dec": {**scores(y, m.clusters_),
+    m = MultiModalDEC(cfg, device=device).fit([X], classes=classes, init_from=state)
+    return {"init_method": cfg.init_method, "initial_partition": scores(y, labels), "dec": {**scores(y, m.clusters_),
             "seconds_after_pretrain": round(time.perf_counter() - t0, 2)}}
 
 

@@ -43,7 +43,7 @@ from .dec_config import INITS, SCALINGS, WARM_IGNORED, DECConfig
 from .dec_report import cluster_class_matrix, collapse_report, confusion_matrix, match_clusters
 
 __all__ = ["DECConfig", "MultiModalDEC", "WARM_IGNORED", "SCALINGS", "INITS", "cluster_class_matrix",
-           "collapse_report", "confusion_matrix", "match_clusters"]
+           "cluster_means", "collapse_report", "confusion_matrix", "initial_partition", "match_clusters"]
 
 Progress = Callable[[dict], None]
 CHUNK = 16384
@@ -265,40 +265,14 @@ class MultiModalDEC:
             Z = zs[0]
         else:  # each branch at unit overall spread, so neither view dominates the joint k-means
             Z = np.hstack([z / max(float(z.std()), 1e-12) for z in zs])
-        labels = self._partition(Z)
-        onehot = np.eye(self.n_clusters_)[labels]
-        sizes = np.maximum(onehot.sum(0), 1.0)[:, None]
+        labels, info = initial_partition(Z, self.n_clusters_, cfg)
+        self.history_["init"] = {k: v for k, v in info.items() if k != "kmeans_inertia"}
+        if "kmeans_inertia" in info:
+            self.history_["kmeans_inertia"] = info["kmeans_inertia"]
         with torch.no_grad():
             for br, z in zip(self.net_.branches, zs):
-                br.centroids.copy_(torch.as_tensor(onehot.T @ z / sizes, dtype=torch.float32))
+                br.centroids.copy_(torch.as_tensor(cluster_means(z, labels, self.n_clusters_), dtype=torch.float32))
         self.init_clusters_ = labels
-
-    def _partition(self, Z: np.ndarray) -> np.ndarray:
-        """Cluster of each row of the latent ``Z`` (n, e) per ``init_method``, (n,) int64; records the method."""
-        from sklearn.cluster import KMeans
-
-        cfg, k, n = self.config, self.n_clusters_, Z.shape[0]
-        if cfg.init_method == "umap_gmm" and n >= 50:
-            import umap
-            from sklearn.mixture import GaussianMixture
-
-            with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted, reproducible
-                warnings.simplefilter("ignore", UserWarning)
-                E = umap.UMAP(n_components=min(cfg.umap_dim, n - 2), n_neighbors=min(cfg.umap_neighbors, n - 1),
-                              min_dist=0.0, random_state=cfg.seed).fit_transform(Z)
-            gmm = GaussianMixture(k, covariance_type="full", n_init=1, random_state=cfg.seed).fit(E)
-            labels = gmm.predict(E)
-            if len(np.unique(labels)) == k:
-                self.history_["init"] = {"method": "umap_gmm", "umap_dim": E.shape[1],
-                                         "gmm_converged": bool(gmm.converged_)}
-                return labels.astype(np.int64)
-            why = f"the Gaussian mixture left {k - len(np.unique(labels))} of {k} clusters empty"
-        else:
-            why = "init_method='kmeans'" if cfg.init_method == "kmeans" else f"only {n} items (umap_gmm needs 50)"
-        km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, random_state=cfg.seed).fit(Z)
-        self.history_["kmeans_inertia"] = float(km.inertia_)
-        self.history_["init"] = {"method": "kmeans", "reason": why}
-        return km.labels_.astype(np.int64)
 
     def _align(self, Xs, lab: np.ndarray, y_cls: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
         """Match clusters to classes (Hungarian on the cluster/label table, each labelled item counting its
@@ -566,6 +540,45 @@ class MultiModalDEC:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def initial_partition(Z: np.ndarray, k: int, config: DECConfig) -> tuple[np.ndarray, dict]:
+    """The initial partition of a latent ``Z`` (n, e) into ``k`` clusters per ``config.init_method``.
+
+    Returns
+    -------
+    labels : ndarray (n,) int64
+    info : dict
+        ``method`` used ("umap_gmm" or "kmeans"), and ``umap_dim`` / ``gmm_converged``, or the ``reason`` for
+        k-means and its ``kmeans_inertia``.
+    """
+    from sklearn.cluster import KMeans
+
+    n = Z.shape[0]
+    if config.init_method == "umap_gmm" and n >= 50:
+        import umap
+        from sklearn.mixture import GaussianMixture
+
+        with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted, reproducible
+            warnings.simplefilter("ignore", UserWarning)
+            E = umap.UMAP(n_components=min(config.umap_dim, n - 2), n_neighbors=min(config.umap_neighbors, n - 1),
+                          min_dist=0.0, random_state=config.seed).fit_transform(Z)
+        gmm = GaussianMixture(k, covariance_type="full", n_init=1, random_state=config.seed).fit(E)
+        labels = gmm.predict(E)
+        if len(np.unique(labels)) == k:
+            return labels.astype(np.int64), {"method": "umap_gmm", "umap_dim": E.shape[1],
+                                             "gmm_converged": bool(gmm.converged_)}
+        why = f"the Gaussian mixture left {k - len(np.unique(labels))} of {k} clusters empty"
+    else:
+        why = "init_method='kmeans'" if config.init_method == "kmeans" else f"only {n} items (umap_gmm needs 50)"
+    km = KMeans(n_clusters=k, n_init=config.kmeans_n_init, random_state=config.seed).fit(Z)
+    return km.labels_.astype(np.int64), {"method": "kmeans", "reason": why, "kmeans_inertia": float(km.inertia_)}
+
+
+def cluster_means(z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Mean of ``z`` (n, e) over each of the ``k`` clusters of ``labels`` (n,), (k, e); an empty cluster gets 0."""
+    onehot = np.eye(k)[labels]
+    return onehot.T @ z / np.maximum(onehot.sum(0), 1.0)[:, None]
+
+
 class _Batches:
     """Endless mini-batch indices from a device-side ``randperm``, a fresh permutation per epoch."""
 
