@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {problem}", file=sys.stderr)
         return 1
 
-    from core.queue import next_items
+    from core.active.queue import next_items
     from tests.browser_helpers import make_big_project
 
     with tempfile.TemporaryDirectory(prefix="bench_browser_") as tmp:

@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import record  # noqa: E402
-from core.consensus import dawid_skene, majority_vote, model_aware  # noqa: E402
-from core.demo import mnist_5k  # noqa: E402
+from core.labels.methods import dawid_skene, majority_vote, model_aware  # noqa: E402
+from core.io.demo import mnist_5k  # noqa: E402
 
 SWAP = {3: 8, 8: 3, 4: 9, 9: 4}
 

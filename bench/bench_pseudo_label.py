@@ -10,7 +10,7 @@ fsdd    Free Spoken Digit Dataset (3,000 WAVs at 8 kHz, 6 speakers, DIGIT_SPEAKE
         and 0.8 at 20 % on the first ``--threshold-folds`` folds.
 cifar   CIFAR-10 half (5,000 32x32 JPEGs in class folders), 10 % of each class labelled, 3 rounds at 0.99;
         macro-F1 on the 4,500 unlabelled images after rounds 1 and 3, against
-        :class:`core.models.classifier.FeatureClassifier` on EfficientNet-Lite0 features with the same labels.
+        :class:`core.models.classifier.model.FeatureClassifier` on EfficientNet-Lite0 features with the same labels.
 speed   fine-tuning throughput (images/s, training steps only) at the configured image size(s).
 
 ``--variant finetune`` fine-tunes EfficientNet-Lite0 on the decoded media (the GPU protocol: images and
@@ -104,8 +104,8 @@ def run_setting(data, y: np.ndarray, train_items: np.ndarray, eval_items: np.nda
     Returns per round: macro-F1 on ``eval_items``, validation macro-F1, pseudo-labels (count, precision
     against the reference labels, per class), epochs and seconds.
     """
-    from core.metrics import macro_f1
-    from core.models.pseudo_label import PseudoLabeler
+    from core.evaluation.metrics import macro_f1
+    from core.models.pseudo_label.model import PseudoLabeler
 
     labelled = train_items if fraction >= 1 else stratified_subset(train_items, y, fraction, seed)
     candidates = np.setdiff1d(train_items, labelled)
@@ -141,7 +141,7 @@ def _summary(rows: list[dict], key_round: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------- parts
 def make_config(args):
-    from core.models.pseudo_label import PseudoLabelConfig
+    from core.models.pseudo_label.model import PseudoLabelConfig
 
     if args.variant == "head":
         return PseudoLabelConfig(variant="head", max_epochs=args.max_epochs, batch_size=args.batch_size,
@@ -153,8 +153,8 @@ def make_config(args):
 def part_fsdd(args, config) -> None:
     from sklearn.model_selection import GroupKFold
 
-    from core.models.finetune import feature_inputs
-    from core.models.pseudo_label import decode_audio
+    from core.models.pseudo_label.finetune import feature_inputs
+    from core.models.pseudo_label.model import decode_audio
 
     t0 = time.perf_counter()
     if args.quick:
@@ -216,10 +216,10 @@ def part_fsdd(args, config) -> None:
 
 
 def part_cifar(args, config) -> None:
-    from core.metrics import macro_f1
-    from core.models.classifier import ClassifierConfig, FeatureClassifier
-    from core.models.finetune import feature_inputs
-    from core.models.pseudo_label import decode_images
+    from core.evaluation.metrics import macro_f1
+    from core.models.classifier.model import ClassifierConfig, FeatureClassifier
+    from core.models.pseudo_label.finetune import feature_inputs
+    from core.models.pseudo_label.model import decode_images
 
     t0 = time.perf_counter()
     paths, y = cifar_files(per_class=20 if args.quick else None)
@@ -263,7 +263,7 @@ def part_cifar(args, config) -> None:
 def part_speed(args, config) -> None:
     import torch
 
-    from core.models import finetune as ft
+    from core.models.pseudo_label import finetune as ft
 
     sizes = args.speed_sizes or [config.image_size]
     n = 4096 if args.device.startswith("cuda") and not args.quick else 128

@@ -15,7 +15,7 @@ normal, 64-d float32; votes random. Each strategy is timed once cold and then ``
 (median reported).
 
 UMAP: sklearn's bundled digits (1797 x 64) tiled to ``n`` rows with Gaussian noise (sd 1 on the
-0..16 pixel scale), run through :func:`core.projection.project` (cosine, 15 neighbours,
+0..16 pixel scale), run through :func:`core.views.projection.project` (cosine, 15 neighbours,
 random_state 0, ``init="auto"``: PCA init from 10k points). Small fits (500 and 5000 points)
 first warm numba's JIT (UMAP and pynndescent kernels) so it is not counted; it is recorded apart. After each fit,
 1% new items are added to time the incremental ``transform`` path. A size is skipped when the
@@ -41,8 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.active import VoteStats, list_strategies, query  # noqa: E402
-from core.projection import LARGE_N, LARGE_N_EPOCHS, PCA_INIT_N, project  # noqa: E402
+from core.active.strategies import VoteStats, list_strategies, query  # noqa: E402
+from core.views.projection import LARGE_N, LARGE_N_EPOCHS, PCA_INIT_N, project  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "query_umap.json"
 
@@ -109,7 +109,7 @@ def tiled_digits(n: int, seed: int = 0) -> np.ndarray:
 
 def bench_umap(records: list[dict[str, Any]], mach: dict[str, Any], sizes: list[int], max_seconds: float,
                force: bool, init: str = "auto", random_state: int | None = 0) -> None:
-    """Fit through core.projection.project at each size, then time adding 1% new items."""
+    """Fit through core.views.projection.project at each size, then time adding 1% new items."""
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         # numba compiles UMAP's and pynndescent's kernels on first use (minutes on 2 cores): a worker

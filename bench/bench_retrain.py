@@ -18,9 +18,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import record  # noqa: E402
-from core.demo import mnist_5k  # noqa: E402
+from core.io.demo import mnist_5k  # noqa: E402
 from core.device import resolve_device  # noqa: E402
-from core.models.classifier import ClassifierConfig, FeatureClassifier  # noqa: E402
+from core.models.classifier.model import ClassifierConfig, FeatureClassifier  # noqa: E402
 
 
 def tiled_mnist(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +36,8 @@ def tiled_mnist(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def tiled_project_features(project: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A project's cached features and reference labels (e.g. CIFAR-10 on EfficientNet-Lite0, 1280-d),
     tiled with noise in proportion to each dimension's spread."""
-    from core.store import Store
-    from core.training import ensure_features
+    from core.store.project_store import Store
+    from core.models.training import ensure_features
 
     store = Store(project)
     fm = ensure_features(store)

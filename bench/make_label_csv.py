@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.store import Store  # noqa: E402
+from core.store.project_store import Store  # noqa: E402
 
 
 def label_rows(store: Store, fraction: float, annotator: str, seed: int = 0) -> list[tuple[str, str, str]]:

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import LabelToolError, ValidationError
+from core.errors import LabelToolError, ValidationError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
@@ -28,8 +28,8 @@ def _print(obj, as_json: bool) -> None:
 
 
 def cmd_init(a) -> int:
-    from .ingest import parse_labels
-    from .store import Store
+    from core.io.ingest import parse_labels
+    from core.store.project_store import Store
 
     store = Store.create(a.project, modality=a.modality, name=a.name, labels=parse_labels(a.labels or ""),
                          min_votes=a.min_votes, extractor=a.extractor)
@@ -38,8 +38,8 @@ def cmd_init(a) -> int:
 
 
 def cmd_import(a) -> int:
-    from .ingest import import_source
-    from .store import Store
+    from core.io.ingest import import_source
+    from core.store.project_store import Store
 
     store = Store(a.project)
     mode = "reference" if a.reference_from_folders else "initial" if a.labels_from_folders else None
@@ -60,9 +60,9 @@ def cmd_import(a) -> int:
 
 
 def cmd_features(a) -> int:
-    from .device import resolve_device
-    from .store import Store
-    from .training import ensure_features
+    from core.device import resolve_device
+    from core.store.project_store import Store
+    from core.models.training import ensure_features
 
     store = Store(a.project)
     last = {"n": -1}
@@ -84,7 +84,7 @@ def cmd_features(a) -> int:
 
 
 def cmd_annotate(a) -> int:
-    from .store import Store
+    from core.store.project_store import Store
 
     store = Store(a.project)
     path = Path(a.csv)
@@ -150,9 +150,9 @@ def _parse_params(pairs: list[str]) -> dict:
 
 
 def cmd_train(a) -> int:
-    from . import jobs
-    from .store import Store
-    from .worker import run_job
+    from core.jobs import queue as jobs
+    from core.store.project_store import Store
+    from core.jobs.worker import run_job
 
     store = Store(a.project)
     params = {"model": a.model, "params": _parse_params(a.param), "device": a.device, "extractor": a.extractor}
@@ -184,16 +184,16 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate_run
-    from .store import Store
+    from core.evaluation.runs import evaluate_run
+    from core.store.project_store import Store
 
     _print(evaluate_run(Store(a.project), a.run), a.json)
     return EXIT_OK
 
 
 def cmd_export(a) -> int:
-    from .export import export_items
-    from .store import Store
+    from core.io.export import export_items
+    from core.store.project_store import Store
 
     n = export_items(Store(a.project), a.out, fmt=a.format, run_id=a.run, include_reference=a.include_reference)
     _print({"exported": n, "out": str(a.out), "format": a.format}, a.json)
@@ -201,8 +201,8 @@ def cmd_export(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from . import jobs
-    from .store import Store
+    from core.jobs import queue as jobs
+    from core.store.project_store import Store
 
     store = Store(a.project)
     out = store.overview()
@@ -212,7 +212,7 @@ def cmd_status(a) -> int:
 
 
 def cmd_consensus(a) -> int:
-    from .store import Store
+    from core.store.project_store import Store
 
     store = Store(a.project)
     if a.min_votes is not None:
@@ -227,8 +227,8 @@ def cmd_consensus(a) -> int:
 
 
 def cmd_query(a) -> int:
-    from .queue import next_items
-    from .store import Store
+    from core.active.queue import next_items
+    from core.store.project_store import Store
 
     store = Store(a.project)
     picks = next_items(store, strategy=a.strategy, n=a.n, annotator=a.annotator)
@@ -237,21 +237,21 @@ def cmd_query(a) -> int:
 
 
 def cmd_cancel(a) -> int:
-    from . import jobs
-    from .store import Store
+    from core.jobs import queue as jobs
+    from core.store.project_store import Store
 
     _print({"job": a.job, "status": jobs.request_cancel(Store(a.project), a.job)}, a.json)
     return EXIT_OK
 
 
 def cmd_worker(a) -> int:
-    from .worker import main
+    from core.jobs.worker import main
 
     return main(a.path)
 
 
 def cmd_demo(a) -> int:
-    from .demo import create_demo
+    from core.io.demo import create_demo
 
     store, created = create_demo(a.project)
     _print({"project": str(store.dir), "created": created, "items": store.item_count()}, a.json)
@@ -259,7 +259,7 @@ def cmd_demo(a) -> int:
 
 
 def cmd_extractors(a) -> int:
-    from .features import list_extractors
+    from core.features import list_extractors
 
     _print(list_extractors() if a.json else "\n".join(f"{e['name']:20s} {e['modality']:6s} {e.get('description', '')}"
                                                       for e in list_extractors()), a.json)

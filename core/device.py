@@ -1,7 +1,7 @@
 """Choice of the torch device: CUDA when present, CPU otherwise, or what the user asked for."""
 from __future__ import annotations
 
-from .errors import ValidationError
+from core.errors import ValidationError
 
 
 def resolve_device(requested: str | None = None) -> str:

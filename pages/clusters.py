@@ -4,7 +4,7 @@ import streamlit as st
 
 import plotly.express as px
 
-from core.analysis import cluster_label_confusion, cluster_members, cluster_summary, label_cluster, merge_clusters
+from core.views.analysis import cluster_label_confusion, cluster_members, cluster_summary, label_cluster, merge_clusters
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.store import Store
-from core.worker import discover_projects
+from core.store.project_store import Store
+from core.jobs.worker import discover_projects
 
 
 def projects_root() -> Path:
@@ -71,7 +71,7 @@ def show_item(item, *, width: int = 320) -> None:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _spectrogram(path: str):
-    from core.spectrogram import log_mel
+    from core.audio.preview import log_mel
 
     return log_mel(path)
 

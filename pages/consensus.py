@@ -5,7 +5,7 @@ import time
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import adjudicate, agreement_report, consensus_apply, disagreements
+from core.views.analysis import adjudicate, agreement_report, consensus_apply, disagreements
 from pages.common import require_annotator, require_store, show_item
 
 store = require_store()

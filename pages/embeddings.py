@@ -3,7 +3,7 @@ with the lasso or box and label it in one action (a bulk annotation, undoable)."
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import COLOR_BY, NO_LABEL, map_frame
+from core.views.analysis import COLOR_BY, NO_LABEL, map_frame
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()

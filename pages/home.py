@@ -2,11 +2,11 @@
 import pandas as pd
 import streamlit as st
 
-from core import jobs
+from core.jobs import queue as jobs
 from core.errors import LabelToolError
-from core.analysis import confirmed_rule
-from core.ingest import import_source, parse_labels
-from core.store import Store
+from core.views.analysis import confirmed_rule
+from core.io.ingest import import_source, parse_labels
+from core.store.project_store import Store
 from pages.common import current_store, projects_root
 
 st.title("Labelling studio")

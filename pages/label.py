@@ -6,8 +6,8 @@ import time
 
 import streamlit as st
 
-from core import active
-from core.queue import next_items, shortcut_keys
+from core.active import strategies as active
+from core.active.queue import next_items, shortcut_keys
 from pages.common import require_annotator, require_store, show_item
 
 store = require_store()

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.analysis import accept_pseudo_labels, candidates, pseudo_label_rounds, pseudo_label_summary
+from core.views.analysis import accept_pseudo_labels, candidates, pseudo_label_rounds, pseudo_label_summary
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()

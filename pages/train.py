@@ -4,8 +4,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import jobs
-from core.analysis import compare_runs
+from core.jobs import queue as jobs
+from core.views.analysis import compare_runs
 from core.models import MODELS
 from pages.common import require_store
 

@@ -222,7 +222,7 @@ def make_big_project(project_dir: Path, n: int = 100_000, *, n_files: int = 50, 
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from core.store import Store
+    from core.store.project_store import Store
 
     store = Store.create(project_dir, modality="image", name=f"{n} generated digits", labels=[str(d) for d in range(10)],
                          min_votes=1, extractor="pixels_pca")

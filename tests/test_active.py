@@ -1,4 +1,4 @@
-"""Query strategies of core.active against small cases worked out by hand."""
+"""Query strategies of core.active.strategies against small cases worked out by hand."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from core.active import STRATEGIES, VoteStats, get_strategy, list_strategies, query
+from core.active.strategies import STRATEGIES, VoteStats, get_strategy, list_strategies, query
 from core.errors import ValidationError
 
 # Four items, three classes; the three uncertainty orders all differ.

@@ -1,4 +1,4 @@
-"""Tests of core.agreement against hand-computed cases, published values, plain-loop references and sklearn."""
+"""Tests of core.labels.agreement against hand-computed cases, published values, plain-loop references and sklearn."""
 from __future__ import annotations
 
 import doctest
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-import core.agreement as agreement
-from core.agreement import (
+import core.labels.agreement as agreement
+from core.labels.agreement import (
     annotator_stats,
     class_confusion,
     cohen_kappa_matrix,

@@ -1,4 +1,4 @@
-"""core.analysis on a nine-item text project with hand-made runs, checked against hand-computed values.
+"""core.views.analysis on a nine-item text project with hand-made runs, checked against hand-computed values.
 
 Items 1-9 (ids in import order). Run 1 (published by hand):
 
@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import analysis
+from core.views import analysis
 from core.errors import ValidationError
-from core.ingest import import_manifest
-from core.store import Store
+from core.io.ingest import import_manifest
+from core.store.project_store import Store
 
 LONG = "a long text " * 12  # 144 characters: the hover keeps 80
 
@@ -316,9 +316,9 @@ def test_run_without_map_or_clusters_and_missing_predictions(project):
 
 
 def test_label_matrix_and_agreement_report(tmp_path):
-    from core.analysis import agreement_report
-    from core.ingest import import_manifest
-    from core.votes import label_matrix
+    from core.views.analysis import agreement_report
+    from core.io.ingest import import_manifest
+    from core.labels.matrix import label_matrix
 
     store = Store.create(tmp_path / "agree", modality="text", labels=["a", "b"], min_votes=1, extractor="tfidf_svd")
     man = tmp_path / "agree.csv"

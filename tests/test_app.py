@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
-from core.demo import create_demo
-from core.store import Store
+from core.jobs import queue as jobs
+from core.io.demo import create_demo
+from core.store.project_store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_train_page_queues_a_job(demo):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 120-digit demo project with two annotators, a disagreement and two published runs."""
-    from core.training import train_model
+    from core.models.training import train_model
 
     root = tmp_path_factory.mktemp("trained")
     store, _ = create_demo(root / "projects" / "demo", n=120, queue_features=False)
@@ -175,7 +175,7 @@ def test_label_page_plays_an_audio_clip_and_shows_its_spectrogram(tmp_path, monk
     import numpy as np
     import soundfile as sf
 
-    from core.ingest import import_folder
+    from core.io.ingest import import_folder
 
     src = tmp_path / "clips"
     for label, hz in (("low", 220.0), ("high", 880.0)):

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from core.demo import create_demo
-from core.store import Store
+from core.io.demo import create_demo
+from core.store.project_store import Store
 from tests.browser_helpers import (CHROMIUM, app_server, browser, caption, chromium_problem, goto_page,
                                    press_and_wait_next, set_annotator, shot, wait_home, wait_idle, wait_label_ready)
 

@@ -8,8 +8,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from core.errors import TrainingError, ValidationError
-from core.models.classifier import ClassifierConfig, FeatureClassifier
-from core.models.mlp import TorchMLP
+from core.models.classifier.model import ClassifierConfig, FeatureClassifier
+from core.models.classifier.mlp import TorchMLP
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_linear_svm_reaches_liblinear_objective_and_agrees(digits):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
-    from core.models.linear_svm import TorchLinearSVM
+    from core.models.classifier.linear_svm import TorchLinearSVM
 
     X, y = digits
     X = ((X - X.mean(0)) / (X.std(0) + 1e-6))[:, :20]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.consensus import dawid_skene, majority_vote, model_aware, vote_counts
+from core.labels.methods import dawid_skene, majority_vote, model_aware, vote_counts
 from core.errors import ValidationError
 
 nan = np.nan

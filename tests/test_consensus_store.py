@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from core.consensus_params import ConsensusParams, item_consensus, item_posterior
-from core.consensus import Vote
+from core.labels.params import ConsensusParams, item_consensus, item_posterior
+from core.labels.methods import Vote
 from core.errors import ValidationError
-from core.ingest import import_manifest
-from core.store import Store
+from core.io.ingest import import_manifest
+from core.store.project_store import Store
 
 
 def _truth(item_id: int) -> str:
@@ -112,7 +112,7 @@ def test_model_aware_uses_the_newest_runs_probabilities(crowd, tmp_path):
 
 
 def test_item_posterior_matches_the_dawid_skene_fit():
-    from core.consensus import dawid_skene
+    from core.labels.methods import dawid_skene
 
     rng = np.random.default_rng(0)
     L = rng.integers(0, 3, size=(60, 4)).astype(float)
@@ -133,7 +133,7 @@ def test_item_consensus_keeps_majority_without_a_fit():
 
 
 def test_training_records_the_consensus_method_and_confidence_weights(crowd):
-    from core.training import train_model
+    from core.models.training import train_model
 
     crowd.set_setting("consensus_method", "dawid_skene")
     crowd.set_setting("weight_by_confidence", True)
@@ -144,7 +144,7 @@ def test_training_records_the_consensus_method_and_confidence_weights(crowd):
 
 
 def test_adjudication_queue_puts_what_the_model_cannot_decide_first(crowd):
-    from core.analysis import disagreements
+    from core.views.analysis import disagreements
 
     ids = np.array(sorted(it.id for it in crowd.items()))
     tied = ids[20:]  # 1-1 ties: unconfirmed under majority vote
@@ -164,7 +164,7 @@ def test_adjudication_queue_puts_what_the_model_cannot_decide_first(crowd):
 
 
 def test_one_more_vote_effect_by_hand():
-    from core.active import _one_more_vote_effect
+    from core.active.strategies import _one_more_vote_effect
 
     # two classes, next vote right with 0.8. Posterior (0.5, 0.5): a vote for class 0 gives (0.8, 0.2):
     # argmax stays 0 (argmax of a tie is 0), 0.8 < 0.9 does not settle -> no effect; a vote for class 1 gives
@@ -175,8 +175,8 @@ def test_one_more_vote_effect_by_hand():
 
 
 def test_needs_another_vote_follows_the_fitted_posterior(crowd):
-    from core.active import needs_another_vote
-    from core.queue import vote_stats
+    from core.active.strategies import needs_another_vote
+    from core.active.queue import vote_stats
 
     crowd.set_setting("consensus_method", "dawid_skene")
     crowd.set_setting("min_confidence", 0.999)  # nothing is confirmed: every voted item is a candidate

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from core.errors import JobCancelled, ValidationError
-from core.metrics import cluster_acc, hungarian_mapping
-from core.models.dec import (DECConfig, MultiModalDEC, cluster_class_matrix, collapse_report, confusion_matrix,
+from core.evaluation.metrics import cluster_acc, hungarian_mapping
+from core.models.dec.model import (DECConfig, MultiModalDEC, cluster_class_matrix, collapse_report, confusion_matrix,
                              match_clusters)
-from core.models.dec_losses import (class_prior, joint_target, kl_prior, kl_target, soft_assignment,
+from core.models.dec.losses import (class_prior, joint_target, kl_prior, kl_target, soft_assignment,
                                     supervised_ce, target_distribution)
 
 SMALL = dict(dims=(32, 32, 4), pretrain_epochs=15, batch_size=64, max_iter=300, update_interval=50, kmeans_n_init=5)
@@ -266,8 +266,8 @@ TRAIN_PARAMS = {"dims": [32, 32, 4], "pretrain_epochs": 20, "batch_size": 32, "m
 
 
 def _project(tmp_path, labels: str | None):
-    from core.ingest import import_folder
-    from core.store import Store
+    from core.io.ingest import import_folder
+    from core.store.project_store import Store
     from tests.helpers import digits_folder
 
     store = Store.create(tmp_path / "proj", modality="image", extractor="pixels_pca", min_votes=1,
@@ -284,7 +284,7 @@ def test_trainer_is_registered_and_label_free():
 
 
 def test_trainer_publishes_with_zero_labels_then_warm_starts(tmp_path):
-    from core.training import load_run_arrays, train_model
+    from core.models.training import load_run_arrays, train_model
 
     torch.set_num_threads(1)
     store = _project(tmp_path, "reference")  # reference labels only: nobody confirmed anything
@@ -309,7 +309,7 @@ def test_trainer_publishes_with_zero_labels_then_warm_starts(tmp_path):
 
 
 def test_trainer_semi_supervised_maps_clusters_to_labels(tmp_path):
-    from core.training import train_model
+    from core.models.training import train_model
 
     torch.set_num_threads(1)
     store = _project(tmp_path, "initial")
@@ -324,7 +324,7 @@ def test_trainer_semi_supervised_maps_clusters_to_labels(tmp_path):
 
 
 def test_trainer_rejects_unknown_param(tmp_path):
-    from core.training import train_model
+    from core.models.training import train_model
 
     store = _project(tmp_path, None)
     with pytest.raises(ValidationError, match="'parameter name' parameter of DEC.*'n_clusters'"):

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from core.ingest import import_folder, import_manifest, import_source
-from core.store import Store
+from core.io.ingest import import_folder, import_manifest, import_source
+from core.store.project_store import Store
 from tests.helpers import digits_folder, tone_wav
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
-from core.ingest import import_folder
-from core.store import Store
-from core.worker import run_job, serve
+from core.jobs import queue as jobs
+from core.io.ingest import import_folder
+from core.store.project_store import Store
+from core.jobs.worker import run_job, serve
 from tests.helpers import digits_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""core.metrics against cases worked out by hand."""
+"""core.evaluation.metrics against cases worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.errors import ValidationError
-from core.metrics import (
+from core.evaluation.metrics import (
     accuracy,
     ari,
     classification_report_dict,

@@ -1,4 +1,4 @@
-"""core.projection: the UMAP cache, incremental transform, refit rules and tiny inputs."""
+"""core.views.projection: the UMAP cache, incremental transform, refit rules and tiny inputs."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.errors import ValidationError
-from core.projection import MIN_UMAP_POINTS, Projection, _pca_init, load_state, project
+from core.views.projection import MIN_UMAP_POINTS, Projection, _pca_init, load_state, project
 
 KEY = "digits-test"
 N_FIT = 500
@@ -208,7 +208,7 @@ def test_bad_inputs_are_named(digits, tmp_path):
 
 
 def test_reduce_for_map_is_deterministic_and_keeps_angles():
-    from core.projection import reduce_for_map
+    from core.views.projection import reduce_for_map
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(50, 1280)).astype(np.float32)

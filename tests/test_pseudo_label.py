@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 
 from core.errors import JobCancelled, TrainingError, ValidationError  # noqa: E402
 from core.models import MODELS, TrainContext  # noqa: E402
-from core.models import finetune as ft  # noqa: E402
-from core.models import pseudo_label as pl  # noqa: E402
-from core.models.finetune import PlateauSchedule, class_weights, feature_inputs  # noqa: E402
-from core.models.pseudo_label import PseudoLabelConfig, PseudoLabeler, select_pseudo_labels, split_validation  # noqa: E402
+from core.models.pseudo_label import finetune as ft  # noqa: E402
+from core.models.pseudo_label import model as pl  # noqa: E402
+from core.models.pseudo_label.finetune import PlateauSchedule, class_weights, feature_inputs  # noqa: E402
+from core.models.pseudo_label.model import PseudoLabelConfig, PseudoLabeler, select_pseudo_labels, split_validation  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -369,8 +369,8 @@ def test_audio_blocks_decoded_on_cuda(tmp_path):
 
 def test_registered_trainers_publish_runs_through_train_model(tmp_path):
     """The whole "Retrain now" path on the demo project: features, both variants, a published run."""
-    from core.demo import create_demo
-    from core.training import train_model
+    from core.io.demo import create_demo
+    from core.models.training import train_model
 
     store, _ = create_demo(tmp_path / "demo", n=60, queue_features=False)
     ref = store.reference_labels()

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from bench.make_label_csv import label_rows
-from core.evaluate import evaluate_run
-from core.ingest import import_folder, import_manifest
-from core.store import Store
-from core.training import train_model
+from core.evaluation.runs import evaluate_run
+from core.io.ingest import import_folder, import_manifest
+from core.store.project_store import Store
+from core.models.training import train_model
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 

@@ -1,7 +1,7 @@
 """The display spectrogram: a tone puts its energy in the right mel band."""
 import numpy as np
 
-from core.spectrogram import log_mel
+from core.audio.preview import log_mel
 from tests.helpers import tone_wav
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from core.errors import ProjectNotFound, StoreError, ValidationError
-from core.schema import SCHEMA_VERSION
-from core.store import Store
+from core.store.schema import SCHEMA_VERSION
+from core.store.project_store import Store
 
 
 def _text_store(tmp_path, n=6, min_votes=2):
-    from core.ingest import import_manifest
+    from core.io.ingest import import_manifest
 
     store = Store.create(tmp_path / "p", modality="text", labels=["pos", "neg"], min_votes=min_votes,
                          extractor="tfidf_svd")

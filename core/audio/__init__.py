@@ -18,11 +18,11 @@ Importing this package is cheap: torch, torchaudio, librosa and soxr are importe
 """
 from __future__ import annotations
 
-from .blocks import aggregate_blocks, batch_blocks, block_images, block_starts, clip_blocks
-from .config import PAPER_F_MAX, AudioConfig, AudioError
-from .load import load_audio, load_clip, load_clips, read_audio, resample
-from .spectrogram import log_mel_db, mel_filterbank, power_to_db, stft_power
-from .vad import frame_rms_db, vad_segments, voiced_signal
+from core.audio.blocks import aggregate_blocks, batch_blocks, block_images, block_starts, clip_blocks
+from core.audio.config import PAPER_F_MAX, AudioConfig, AudioError
+from core.audio.load import load_audio, load_clip, load_clips, read_audio, resample
+from core.audio.spectrogram import log_mel_db, mel_filterbank, power_to_db, stft_power
+from core.audio.vad import frame_rms_db, vad_segments, voiced_signal
 
 __all__ = [
     "PAPER_F_MAX", "AudioConfig", "AudioError", "aggregate_blocks", "batch_blocks", "block_images",

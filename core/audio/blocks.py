@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ValidationError, check_choice, check_param
-from .config import AGGREGATIONS, AudioConfig, check_f_max
-from .load import load_clip
-from .spectrogram import db_to_image, mel_filterbank, mel_power, n_bins_below, power_to_db, stft_power
+from core.errors import ValidationError, check_choice, check_param
+from core.audio.config import AGGREGATIONS, AudioConfig, check_f_max
+from core.audio.load import load_clip
+from core.audio.spectrogram import db_to_image, mel_filterbank, mel_power, n_bins_below, power_to_db, stft_power
 
 if TYPE_CHECKING:
     import torch

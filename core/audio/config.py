@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import check_choice, check_param
-from ..features.base import ItemError
+from core.errors import check_choice, check_param
+from core.features.base import ItemError
 
 KINDS = ("mel", "log")
 PADS = ("zeros", "repeat")

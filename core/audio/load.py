@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import AudioConfig, AudioError
+from core.audio.config import AudioConfig, AudioError
 
 
 def read_audio(path: Any, *, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
@@ -144,7 +144,7 @@ def load_clip(path: Any, config: AudioConfig) -> np.ndarray:
     AudioError
         As :func:`load_audio`; ``"no_voice"`` when the VAD finds no voiced frame.
     """
-    from .vad import voiced_signal
+    from core.audio.vad import voiced_signal
 
     config.validate()
     y = load_audio(path, sample_rate=config.sample_rate, max_seconds=config.max_seconds)

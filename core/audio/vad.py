@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import AudioConfig, AudioError
+from core.audio.config import AudioConfig, AudioError
 
 
 def frame_rms_db(y: np.ndarray, *, frame: int, hop: int) -> np.ndarray:

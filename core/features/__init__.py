@@ -21,13 +21,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..device import resolve_device
-from ..errors import JobCancelled, ValidationError, check_choice
-from .audio import LogMel
-from .base import Extractor, ItemError, ItemFailure, ItemRef
-from .cache import FeatureCache
-from .image import AlexNet, ConvNeXtTiny, EfficientNetLite0, EfficientNetV2S, PixelsPca, ResNet18, ResNet50
-from .text import MiniLM, TfidfSvd
+from core.device import resolve_device
+from core.errors import JobCancelled, ValidationError, check_choice
+from core.features.audio import LogMel
+from core.features.base import Extractor, ItemError, ItemFailure, ItemRef
+from core.features.cache import FeatureCache
+from core.features.image import AlexNet, ConvNeXtTiny, EfficientNetLite0, EfficientNetV2S, PixelsPca, ResNet18, ResNet50
+from core.features.text import MiniLM, TfidfSvd
 
 __all__ = [
     "EXTRACTORS", "Extractor", "FeatureCache", "ItemError", "ItemFailure", "ItemRef", "cached_features",

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import check_param
-from .base import Extractor, ItemRef, Options
+from core.errors import check_param
+from core.features.base import Extractor, ItemRef, Options
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms at 16 kHz
@@ -46,7 +46,7 @@ def read_audio(path: Any) -> tuple[np.ndarray, int]:
     ItemError
         (a :class:`core.audio.AudioError`) when neither soundfile nor librosa can read it.
     """
-    from ..audio.load import read_audio as _read
+    from core.audio.load import read_audio as _read
 
     return _read(path)
 
@@ -110,7 +110,7 @@ class LogMel(Extractor):
     gpu_batch_size = 256
 
     def load(self, item: ItemRef) -> np.ndarray:
-        from ..audio.load import load_audio
+        from core.audio.load import load_audio
 
         y = load_audio(item.path, sample_rate=SAMPLE_RATE, max_seconds=self.options.max_seconds, allow_silent=True)
         return summarize(log_mel(y))

@@ -31,7 +31,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import FeatureError, ValidationError
+from core.errors import FeatureError, ValidationError
 
 ProgressFn = Callable[[int, int], None]
 
@@ -93,7 +93,7 @@ class Options:
 
     def validate(self, owner: str) -> None:
         """Raise :class:`ValidationError` on a bad value; subclasses extend it."""
-        from ..errors import check_param
+        from core.errors import check_param
 
         if self.batch_size is not None:
             check_param(owner, "batch_size", self.batch_size,

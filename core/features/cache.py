@@ -37,8 +37,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import FeatureError
-from .base import Extractor
+from core.errors import FeatureError
+from core.features.base import Extractor
 
 MAX_CHUNKS = 16
 _RETRIES = 5

@@ -24,8 +24,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from ..errors import FeatureError, check_param
-from .base import ComponentsState, Extractor, ItemError, ItemFailure, ItemRef, Options, subsample, torch_load_weights
+from core.errors import FeatureError, check_param
+from core.features.base import ComponentsState, Extractor, ItemError, ItemFailure, ItemRef, Options, subsample, torch_load_weights
 
 WEIGHTS_ENV = "LABELTOOL_WEIGHTS_DIR"
 

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import FeatureError, check_param
-from .base import ComponentsState, Extractor, ItemError, ItemFailure, ItemRef, Options, subsample
+from core.errors import FeatureError, check_param
+from core.features.base import ComponentsState, Extractor, ItemError, ItemFailure, ItemRef, Options, subsample
 
 
 def item_text(item: ItemRef) -> str:

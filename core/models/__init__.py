@@ -1,7 +1,7 @@
 """Registry of the engine's model families.
 
 Each family is a *trainer*: a function ``(ctx: TrainContext) -> TrainOutput``. The shared glue in
-:mod:`core.training` loads features and confirmed labels, calls the trainer, and publishes the run
+:mod:`core.models.training` loads features and confirmed labels, calls the trainer, and publishes the run
 (predictions, clusters, map coordinates, artefacts). Later issues add "dec", "iic", "pseudo_label", "reid".
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import check_choice
+from core.errors import check_choice
 
 
 @dataclass
@@ -88,7 +88,7 @@ class TrainOutput:
 def _train_classifier(ctx: TrainContext) -> TrainOutput:
     from dataclasses import asdict
 
-    from .classifier import ClassifierConfig, FeatureClassifier
+    from core.models.classifier.model import ClassifierConfig, FeatureClassifier
 
     allowed = ClassifierConfig.__dataclass_fields__
     kwargs = {}
@@ -108,20 +108,20 @@ def _train_classifier(ctx: TrainContext) -> TrainOutput:
 
 
 def _train_pseudo_label(ctx: TrainContext) -> TrainOutput:
-    from .pseudo_label import train_pseudo_label
+    from core.models.pseudo_label.model import train_pseudo_label
 
     return train_pseudo_label(ctx)
 
 
 def _train_pseudo_label_head(ctx: TrainContext) -> TrainOutput:
-    from .pseudo_label import train_pseudo_label
+    from core.models.pseudo_label.model import train_pseudo_label
 
     return train_pseudo_label(ctx, variant="head")
 
 
 def _train_dec(ctx: TrainContext) -> TrainOutput:
-    """Deep Embedded Clustering (semi-supervised, one branch per feature view); see :mod:`core.models.dec`."""
-    from .dec_trainer import train_dec
+    """Deep Embedded Clustering (semi-supervised, one branch per feature view); see :mod:`core.models.dec.model`."""
+    from core.models.dec.trainer import train_dec
 
     return train_dec(ctx)
 

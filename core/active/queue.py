@@ -1,0 +1,155 @@
+"""The labelling queue: which items an annotator should label next, by an active-learning strategy.
+
+Glues the store (votes, consensus, the newest run's probabilities, cached features) to the pure query
+strategies of :mod:`core.active.strategies`. An annotator is never offered an item they already voted on, nor an
+item whose consensus is already confirmed (except by ``needs_another_vote``, which targets unsettled ones).
+"""
+from __future__ import annotations
+
+
+import numpy as np
+
+from core.active import strategies as active
+from core.store.project_store import Store
+
+
+def vote_stats(store: Store, item_ids: np.ndarray, votes: list | None = None) -> active.VoteStats:
+    """Per-item vote counts for ``item_ids`` (n,) from the active human and bulk votes (``votes`` when the
+    caller already read them) and the consensus table."""
+    pos = {int(i): k for k, i in enumerate(item_ids)}
+    n = len(item_ids)
+    n_votes, top, second = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    confirmed = np.zeros(n, bool)
+    per_item: dict[int, dict[str, dict[str, str]]] = {}
+    for v in votes if votes is not None else store.active_votes(kinds=("human", "bulk")):
+        per_item.setdefault(v["item_id"], {})[v["annotator"]] = v["label"]
+    for item_id, by_annotator in per_item.items():
+        k = pos.get(item_id)
+        if k is None:
+            continue
+        counts = sorted(np.unique(list(by_annotator.values()), return_counts=True)[1].tolist(), reverse=True)
+        n_votes[k] = sum(counts)
+        top[k] = counts[0]
+        second[k] = counts[1] if len(counts) > 1 else 0
+    for r in store.conn.execute("SELECT item_id FROM consensus WHERE confirmed = 1"):
+        k = pos.get(r[0])
+        if k is not None:
+            confirmed[k] = True
+    cfg = store.consensus_settings()
+    params = cfg["params"]
+    posterior, accuracy = None, 0.7
+    if cfg["method"] != "majority" and params is not None and params.method == cfg["method"]:
+        posterior, accuracy = _posteriors(store, params, item_ids, per_item, confirmed, pos)
+    return active.VoteStats(n_votes=n_votes, top_support=top, second_support=second,
+                            min_votes=cfg["min_votes"], confirmed=confirmed, posterior=posterior,
+                            min_confidence=cfg["min_confidence"], vote_accuracy=accuracy)
+
+
+def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, confirmed: np.ndarray,
+                pos: dict) -> tuple[np.ndarray, float]:
+    """The fitted method's posterior (n, K) of the voted, unconfirmed items (zeros elsewhere) and the
+    chance that a further vote is right."""
+    from core.labels.params import item_posterior
+
+    K = len(params.classes)
+    index = {c: k for k, c in enumerate(params.classes)}
+    post = np.zeros((len(item_ids), K))
+    rows = [(item_id, pos[item_id]) for item_id in per_item if item_id in pos and not confirmed[pos[item_id]]]
+    proba = None
+    if params.method == "model_aware":
+        proba = store.run_proba(params.run_id, [i for i, _ in rows], K)
+    for r, (item_id, k) in enumerate(rows):
+        votes = {a: index[lab] for a, lab in per_item[item_id].items() if lab in index}
+        post[k] = item_posterior(params, votes, None if proba is None else proba[r])
+    if params.method == "dawid_skene" and params.confusions:
+        prior = np.asarray(params.prior)
+        accuracy = float(np.mean([np.diag(np.asarray(c)) @ prior for c in params.confusions.values()]))
+    else:
+        accuracy = float(params.vote_accuracy)
+    return post, float(np.clip(accuracy, 1.0 / K + 1e-3, 1 - 1e-3))
+
+
+def aligned_proba(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
+    """The newest run's probabilities (n, k) for ``item_ids``; uniform rows for items it did not see."""
+    run = store.run()
+    if run is None:
+        return None
+    proba = store.run_proba(run["id"], item_ids)
+    if proba is None:
+        raise OSError(f"the probabilities of run {run['id']} are missing from {store.run_dir(run)}")
+    return np.where(np.isnan(proba), 1.0 / proba.shape[1], proba).astype(np.float32)
+
+
+def _embeddings(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
+    """Cached features of every item (for near-duplicate suppression), or None if some are missing."""
+    from core.features import cached_features
+
+    name = store.settings().get("extractor")
+    try:
+        ids, X = cached_features(name, store.dir / "features", item_ids=item_ids)
+    except Exception:  # no cache yet, or an extractor that cannot load here: dedup is then skipped
+        return None
+    if len(ids) != len(item_ids):
+        return None
+    return X
+
+
+def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10, annotator: str | None = None,
+               exclude: set[int] | None = None, seed: int | None = None) -> list[dict]:
+    """The next ``n`` items to label, best first: dicts with item_id, predicted label and confidence."""
+    active.get_strategy(strategy)  # unknown names fail here with the list of valid ones
+    item_ids = store.item_ids()
+    if len(item_ids) == 0:
+        return []
+    votes = store.active_votes(kinds=("human", "bulk"))  # read once: counts and the annotator's own votes
+    stats = vote_stats(store, item_ids, votes)
+    candidates = np.ones(len(item_ids), bool)
+    if strategy != "needs_another_vote":
+        candidates &= ~stats.confirmed
+    skip = set(exclude or ())
+    if annotator:
+        skip |= {v["item_id"] for v in votes if v["annotator"] == annotator}
+    if skip:
+        candidates &= ~np.isin(item_ids, np.fromiter(skip, np.int64))
+    proba = aligned_proba(store, item_ids)
+    emb = _embeddings(store, item_ids) if strategy in ("cluster_diverse",) or len(item_ids) <= 200_000 else None
+    picks = active.query(strategy, proba, batch_size=n, candidates=candidates, embeddings=emb, votes=stats,
+                         rng=np.random.default_rng(seed))
+    classes = store.labels()
+    out = []
+    for k in picks:
+        row = {"item_id": int(item_ids[k])}
+        if proba is not None:
+            j = int(proba[k].argmax())
+            row.update(suggestion=classes[j] if j < len(classes) else None, confidence=float(proba[k, j]))
+        out.append(row)
+    return out
+
+
+RESERVED_KEYS = {"C", "R"}  # Streamlit reserves these for its own menu
+
+
+def shortcut_keys(labels: list[str]) -> dict[str, str]:
+    """A keyboard key per label: the label itself when it is one digit or letter, else the next free key.
+
+    Keys run 1-9, 0, then letters (C and R are reserved by Streamlit). Labels beyond the keys get none.
+
+    Examples
+    --------
+    >>> shortcut_keys(["cat", "dog"])
+    {'cat': '1', 'dog': '2'}
+    >>> shortcut_keys(["0", "1"])
+    {'0': '0', '1': '1'}
+    """
+    pool = [str(d) for d in range(1, 10)] + ["0"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    pool = [k for k in pool if k not in RESERVED_KEYS]
+    out: dict[str, str] = {}
+    for lab in labels:
+        key = lab.upper()
+        if len(lab) == 1 and key in pool and key not in out.values():
+            out[lab] = key
+    free = [k for k in pool if k not in out.values()]
+    for lab in labels:
+        if lab not in out and free:
+            out[lab] = free.pop(0)
+    return {lab: out[lab] for lab in labels if lab in out}

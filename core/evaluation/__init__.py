@@ -1,0 +1,1 @@
+"""Scores: clustering and classification metrics, and scoring runs against reference labels."""

@@ -1,0 +1,1 @@
+"""Getting data in and out: import from folders and manifests, media checks, export, the demo project."""

@@ -1,0 +1,219 @@
+"""The job queue, kept in the project's ``jobs`` table.
+
+"Retrain now" calls :func:`request_job`; a worker process claims the job with :func:`claim_next` inside a
+write transaction, heartbeats, reports progress, and finishes it. One training job per project runs at a
+time; further requests while one is queued are coalesced into the queued one (its ``requests`` count
+grows). A job whose worker died (kill -9, power cut) keeps a stale heartbeat: :func:`recover_stale` marks
+it failed, and the previous run stays in service because a run is only published at the very end.
+
+This module and :mod:`core.store.project_store` are the only ones that write SQL.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from core.errors import ValidationError, check_choice
+from core.store.project_store import Store, now
+
+JOB_KINDS = ("train", "features")
+STALE_AFTER_S = 30.0
+HEARTBEAT_EVERY_S = 2.0
+
+
+def request_job(store: Store, kind: str, params: dict | None = None, *, requested_by: str | None = None) -> tuple[int, bool]:
+    """Queue a job, or join the one already queued of the same kind.
+
+    Returns
+    -------
+    (job_id, coalesced) : the id of the queued job and whether it already existed.
+    """
+    check_choice("job", "kind", kind, JOB_KINDS)
+    params_json = json.dumps(params or {}, sort_keys=True)
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT id FROM jobs WHERE kind = ? AND status = 'queued' ORDER BY id LIMIT 1", (kind,)
+        ).fetchone()
+        if row is not None:
+            conn.execute(
+                "UPDATE jobs SET requests = requests + 1, params = ?, requested_by = COALESCE(?, requested_by) "
+                "WHERE id = ?",
+                (params_json, requested_by, row[0]),
+            )
+            return row[0], True
+        cur = conn.execute(
+            "INSERT INTO jobs (kind, params, status, requested_by, created_at) VALUES (?, ?, 'queued', ?, ?)",
+            (kind, params_json, requested_by, now()),
+        )
+        return cur.lastrowid, False
+
+
+def claim_next(store: Store, *, job_id: int | None = None) -> dict | None:
+    """Claim the oldest queued job (or ``job_id``) for this process; None when there is nothing to run.
+
+    A training job is not claimed while another training job of the project runs.
+    """
+    with store.transaction() as conn:
+        if job_id is None:
+            row = conn.execute(
+                "SELECT * FROM jobs WHERE status = 'queued' AND NOT (kind = 'train' AND EXISTS "
+                "(SELECT 1 FROM jobs r WHERE r.status = 'running' AND r.kind = 'train')) ORDER BY id LIMIT 1"
+            ).fetchone()
+        else:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ? AND status = 'queued'", (job_id,)).fetchone()
+            if row is not None and row["kind"] == "train" and conn.execute(
+                "SELECT 1 FROM jobs WHERE status = 'running' AND kind = 'train'"
+            ).fetchone():
+                return None
+        if row is None:
+            return None
+        t = now()
+        conn.execute(
+            "UPDATE jobs SET status = 'running', pid = ?, host = ?, started_at = ?, heartbeat_at = ?, "
+            "progress = ? WHERE id = ?",
+            (os.getpid(), socket.gethostname(), t, t, json.dumps({"phase": "starting"}), row["id"]),
+        )
+    return get_job(store, row["id"])
+
+
+def heartbeat(store: Store, job_id: int) -> bool:
+    """Refresh the job's heartbeat; returns whether cancellation was requested."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (now(), job_id))
+        row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def set_progress(store: Store, job_id: int, progress: dict[str, Any], message: str | None = None) -> None:
+    """Record progress (step, total, loss, phase, eta_s); without an ETA from the caller one is derived
+    from the time since the job started."""
+    prog = dict(progress)
+    with store.transaction() as conn:
+        row = conn.execute("SELECT started_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        t = now()
+        step, total = prog.get("step"), prog.get("total")
+        if row and row[0] and step and total and step > 0:
+            elapsed = t - row[0]
+            prog["elapsed_s"] = round(elapsed, 2)
+            # training reports per-phase steps with its own per-phase ETA (training.PhaseProgress): keep it
+            prog.setdefault("eta_s", round(elapsed / step * max(total - step, 0), 1))
+        conn.execute(
+            "UPDATE jobs SET progress = ?, heartbeat_at = ?, message = COALESCE(?, message) WHERE id = ?",
+            (json.dumps(prog), t, message, job_id),
+        )
+
+
+def finish(store: Store, job_id: int, status: str, message: str | None = None) -> None:
+    """Mark a job done, failed or cancelled."""
+    check_choice("job", "status", status, ("done", "failed", "cancelled"))
+    with store.transaction() as conn:
+        conn.execute(
+            "UPDATE jobs SET status = ?, message = ?, finished_at = ?, heartbeat_at = ? WHERE id = ?",
+            (status, message, now(), now(), job_id),
+        )
+
+
+def request_cancel(store: Store, job_id: int) -> str:
+    """Cancel a queued job at once, or ask a running one to stop; returns the job's status afterwards."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise ValidationError(f"The 'job_id' parameter must name a job of this project. Got {job_id!r}.")
+        if row[0] == "queued":
+            conn.execute("UPDATE jobs SET status = 'cancelled', message = 'cancelled before it started', "
+                         "finished_at = ? WHERE id = ?", (now(), job_id))
+            return "cancelled"
+        if row[0] == "running":
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        return row[0]
+
+
+def is_cancel_requested(store: Store, job_id: int) -> bool:
+    row = store.conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed child not yet reaped) is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def recover_stale(store: Store, *, stale_after: float = STALE_AFTER_S) -> list[int]:
+    """Mark failed every running job whose worker is gone; returns their ids.
+
+    A worker is gone when its process no longer exists on this host, or when its heartbeat is older than
+    ``stale_after`` seconds (a worker on another host, or a hung one).
+    """
+    failed = []
+    host = socket.gethostname()
+    with store.transaction() as conn:
+        rows = conn.execute("SELECT id, pid, host, heartbeat_at FROM jobs WHERE status = 'running'").fetchall()
+        t = now()
+        for r in rows:
+            same_host_dead = r["host"] == host and r["pid"] != os.getpid() and not _pid_alive(r["pid"])
+            stale = r["heartbeat_at"] is None or t - r["heartbeat_at"] > stale_after
+            if same_host_dead or stale:
+                why = f"process {r['pid']} is gone" if same_host_dead else f"no heartbeat for {t - (r['heartbeat_at'] or t):.0f} s"
+                conn.execute(
+                    "UPDATE jobs SET status = 'failed', finished_at = ?, message = ? WHERE id = ?",
+                    (t, f"the worker died while running this job ({why}); the previous model stays in service", r["id"]),
+                )
+                failed.append(r["id"])
+    return failed
+
+
+def get_job(store: Store, job_id: int) -> dict:
+    row = store.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise ValidationError(f"The 'job_id' parameter must name a job of this project. Got {job_id!r}.")
+    return _job_dict(row)
+
+
+def list_jobs(store: Store, *, limit: int = 20, status: str | None = None) -> list[dict]:
+    q = "SELECT * FROM jobs" + (" WHERE status = ?" if status else "") + " ORDER BY id DESC LIMIT ?"
+    args = (status, limit) if status else (limit,)
+    return [_job_dict(r) for r in store.conn.execute(q, args)]
+
+
+def active_job(store: Store, kind: str = "train") -> dict | None:
+    """The running job of ``kind``, else the queued one, else None."""
+    row = store.conn.execute(
+        "SELECT * FROM jobs WHERE kind = ? AND status IN ('running', 'queued') "
+        "ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, id LIMIT 1",
+        (kind,),
+    ).fetchone()
+    return None if row is None else _job_dict(row)
+
+
+def _job_dict(row) -> dict:
+    d = dict(row)
+    d["params"] = json.loads(d["params"] or "{}")
+    d["progress"] = json.loads(d["progress"] or "{}")
+    return d
+
+
+def wait_for(store: Store, job_id: int, *, timeout: float = 600.0, poll: float = 0.2) -> dict:
+    """Block until the job ends (for scripts and tests); returns the job row."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = get_job(store, job_id)
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+        time.sleep(poll)

@@ -1,0 +1,154 @@
+"""The worker process: claims jobs from project stores and runs them off the UI thread.
+
+``python -m core worker [PATH]`` serves one project (PATH holds project.db) or every project found in the
+folder PATH (rescanned, so projects created later are served too). At start, and then periodically, jobs
+left running by a dead worker are marked failed. While a job runs, a heartbeat thread refreshes the job
+row every couple of seconds and notices cancel requests.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from core.jobs import queue as jobs
+from core.errors import JobCancelled, LabelToolError
+from core.store.project_store import DB_NAME, Store
+
+log = logging.getLogger("core.jobs.worker")
+
+
+def discover_projects(path: Path) -> list[Path]:
+    """``path`` itself when it is a project, else its sub-folders that are projects."""
+    path = Path(path)
+    if (path / DB_NAME).is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if (p / DB_NAME).is_file())
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes a running job's heartbeat and turns a cancel request into an Event."""
+
+    def __init__(self, store: Store, job_id: int, every: float = jobs.HEARTBEAT_EVERY_S):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.store, self.job_id, self.every = store, job_id, every
+        self.stop = threading.Event()
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                if jobs.heartbeat(self.store, self.job_id):
+                    self.cancel.set()
+            except Exception:  # a failed heartbeat must not kill the job; the next one retries
+                log.exception("heartbeat of job %s failed", self.job_id)
+
+
+def run_job(store: Store, job: dict) -> str:
+    """Run one claimed job to its end; returns the final status (done, failed or cancelled)."""
+    from core.models.training import ensure_features, train_model
+
+    hb = _Heartbeat(store, job["id"])
+    hb.start()
+
+    def progress(info: dict) -> None:
+        jobs.set_progress(store, job["id"], info)
+
+    def should_cancel() -> bool:
+        return hb.cancel.is_set() or jobs.is_cancel_requested(store, job["id"])
+
+    params = dict(job["params"])
+    try:
+        if job["kind"] == "train":
+            run_id = train_model(
+                store, params.pop("model", "classifier"), params=params.pop("params", {}),
+                device=params.pop("device", None), extractor=params.pop("extractor", None), job_id=job["id"],
+                progress=progress, should_cancel=should_cancel,
+            )
+            status, message = "done", f"published run {run_id}"
+        elif job["kind"] == "features":
+            from core.device import resolve_device
+
+            fm = ensure_features(store, extractor=params.get("extractor"), device=resolve_device(params.get("device")),
+                                 progress=progress, should_cancel=should_cancel)
+            status, message = "done", f"features of {len(fm.ids)} items ({len(fm.failures)} failed)"
+        else:
+            status, message = "failed", f"unknown job kind {job['kind']!r}"
+    except JobCancelled:
+        status, message = "cancelled", "cancelled on request; the previous model stays in service"
+    except LabelToolError as exc:
+        status, message = "failed", str(exc)
+    except Exception as exc:  # report any crash in the job row instead of killing the worker
+        log.error("job %s crashed:\n%s", job["id"], traceback.format_exc())
+        status, message = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        hb.stop.set()
+        hb.join(timeout=5)
+    jobs.finish(store, job["id"], status, message)
+    return status
+
+
+def serve(path: Path, *, poll: float = 0.5, once: bool = False, stop: threading.Event | None = None) -> int:
+    """Serve jobs of the project(s) at ``path`` until stopped; returns how many jobs ran.
+
+    ``once`` returns after one pass in which there was nothing (more) to do (used by tests and scripts).
+    """
+    stop = stop or threading.Event()
+    stores: dict[Path, Store] = {}
+    n_run = 0
+    last_recover = 0.0
+    while not stop.is_set():
+        for pdir in discover_projects(path):
+            if pdir not in stores:
+                stores[pdir] = Store(pdir)
+                for jid in jobs.recover_stale(stores[pdir]):
+                    log.warning("job %s of %s was left running by a dead worker: marked failed", jid, pdir)
+        if time.monotonic() - last_recover > jobs.STALE_AFTER_S:
+            last_recover = time.monotonic()
+            for store in stores.values():
+                jobs.recover_stale(store)
+        ran = False
+        for pdir, store in list(stores.items()):
+            job = jobs.claim_next(store)
+            if job is None:
+                continue
+            log.info("running job %s (%s) of %s", job["id"], job["kind"], pdir)
+            status = run_job(store, job)
+            log.info("job %s: %s", job["id"], status)
+            n_run += 1
+            ran = True
+        if once and not ran:
+            break
+        if not ran:
+            stop.wait(poll)
+    return n_run
+
+
+def warm_up() -> None:
+    """Compile UMAP's numba kernels once, in the background, so the first "Retrain now" does not pay for it."""
+    try:
+        import numpy as np
+        import umap
+
+        umap.UMAP(n_neighbors=5, n_epochs=20, random_state=0).fit(np.random.default_rng(0).normal(size=(64, 8)))
+        log.info("UMAP kernels compiled")
+    except Exception:  # warm-up is an optimisation only
+        log.exception("UMAP warm-up failed")
+
+
+def main(path: str | None) -> int:
+    """Entry point of ``python -m core worker``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    target = Path(path or "projects")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("serving %s (projects now: %d)", target.resolve(), len(discover_projects(target)))
+    threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
+    serve(target, stop=stop)
+    return 0

@@ -1,0 +1,1 @@
+"""Labels from several annotators: the label matrix, consensus methods, agreement, adjudication."""

@@ -1,0 +1,1 @@
+"""Classifier family: k-NN, linear SVM and MLP grid-searched on cached features."""

@@ -1,0 +1,1 @@
+"""Semi-supervised multi-modal Deep Embedded Clustering."""

@@ -1,0 +1,81 @@
+"""The "dec" trainer: :class:`~core.models.dec.model.MultiModalDEC` on a project's features, with warm start.
+
+One branch per feature extractor of the project (``ctx.views``): image+caption projects get an image and a
+text branch, others one. ``ctx.params`` override :class:`~core.models.dec.model.DECConfig` fields. It trains with
+no confirmed label at all (plain DEC / MultiDEC); with labels it runs the semi-supervised alternation.
+
+Outputs
+-------
+* ``proba`` (n, C): the soft cluster assignment mapped to the project's classes through the Hungarian
+  mapping (``MultiModalDEC.cluster_class_``). With no confirmed label, cluster ``j`` is named after class
+  ``j`` (arbitrary names: the column order of the classes), so the Pseudo-labels page shows clusters.
+* ``clusters`` (n,): argmax of the soft assignment; ``embeddings`` (n, 10 x branches): the latents.
+* ``metrics["dec"]``: mapping, cluster/label confusion (rows, cols, counts), collapse report, iterations,
+  delta-label history, pretraining loss, warm-start decision.
+* artefact ``dec_state`` (``<run_dir>/dec_state.joblib``): NumPy weights, centroids, scaling, config, view
+  names; the next run warm-starts from it when the views, their dimensions and the config match.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import TrainingError
+from core.models import TrainContext, TrainOutput
+from core.models.dec.model import WARM_IGNORED, DECConfig, MultiModalDEC
+
+STATE_NAME = "dec_state"
+
+
+def train_dec(ctx: TrainContext) -> TrainOutput:
+    """Fit DEC on ``ctx`` and return probabilities, clusters, latents and the DEC report."""
+    config = DECConfig.from_params(ctx.params)
+    config.validate()
+    if not ctx.classes:
+        raise TrainingError("DEC names its clusters after the project's labels, and the project has none yet: "
+                            "add the label set first (import with labels, or create the project with --labels).")
+    if config.n_clusters is None:
+        config = DECConfig(**{**asdict(config), "n_clusters": max(2, len(ctx.classes))})
+    names = list(ctx.views) or ["features"]
+    views = [ctx.view(name) for name in names] if ctx.views else [ctx.X]
+    state, why = _previous_state(ctx, config, names, [v.shape[1] for v in views])
+    model = MultiModalDEC(config, device=ctx.device).fit(
+        views, labelled_idx=ctx.labelled, y=ctx.y, classes=ctx.classes, init_from=state,
+        sample_weight=ctx.sample_weight,
+        progress=ctx.progress, should_cancel=ctx.should_cancel)
+    proba = np.asarray(model.cluster_class_, np.float64)
+    proba = (model.soft_ @ proba).astype(np.float32)
+    artefact = {**model.state_dict(), "view_names": names}
+    report = {**model.summary(), "views": names, "warm_start_reason": why,
+              "label_source": "hungarian" if len(ctx.labelled) else "none (clusters named in class order)"}
+    return TrainOutput(proba=proba, config=asdict(config), metrics={"dec": report},
+                       artefacts={STATE_NAME: artefact}, embeddings=model.embedding_.astype(np.float32),
+                       clusters=model.clusters_.astype(np.int64))
+
+
+def _previous_state(ctx: TrainContext, config: DECConfig, names: list[str], dims: list[int]) -> tuple[dict | None, str]:
+    """The previous run's DEC state when a warm start is allowed, else None; and why."""
+    import joblib
+
+    if not config.warm_start:
+        return None, "disabled (warm_start=False)"
+    if ctx.previous is None or ctx.previous_dir is None:
+        return None, "no previous DEC run"
+    path = Path(ctx.previous_dir) / f"{STATE_NAME}.joblib"
+    if not path.is_file():
+        return None, f"no {path.name} in the previous run"
+    try:
+        state = joblib.load(path)
+    except Exception as exc:  # a damaged artefact must not stop a retrain: start fresh and say why
+        return None, f"previous state unreadable ({type(exc).__name__}: {exc})"
+    if state.get("view_names") != names or list(state.get("input_dims", [])) != dims:
+        return None, f"views changed ({state.get('view_names')} {state.get('input_dims')} -> {names} {dims})"
+    old = {k: v for k, v in state["config"].items() if k not in WARM_IGNORED}
+    new = {k: v for k, v in asdict(config).items() if k not in WARM_IGNORED}
+    old["dims"] = tuple(old["dims"])
+    if old != new:
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        return None, f"config changed ({', '.join(changed)})"
+    return state, f"from run {ctx.previous.get('id')}"

@@ -1,0 +1,1 @@
+"""Iterative pseudo-labelling with transfer learning (CNN fine-tuning, images and audio)."""

@@ -1,0 +1,305 @@
+"""Glue between the store, the feature cache and the model families: features, training, publishing.
+
+:func:`train_model` is what a "train" job runs: it computes the features the project lacks, trains the
+chosen model on the confirmed consensus labels, predicts every item, clusters and projects the embedding,
+writes the artefacts to a new folder and publishes the run in one transaction. Until that transaction
+commits, the previous run stays in service.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.device import resolve_device
+from core.errors import FeatureError, JobCancelled, TrainingError
+from core.evaluation.runs import evaluate_arrays
+from core.features import compute_features
+from core.features.base import ItemRef
+from core.models import LABEL_FREE, TrainContext, get_trainer
+from core.store.project_store import Store
+
+ProgressFn = Callable[[dict], None]
+
+
+@dataclass
+class FeatureMatrix:
+    """Features of the items that have them: ``ids`` (n,) int64, ``X`` (n, d) float32."""
+
+    ids: np.ndarray
+    X: np.ndarray
+    extractors: list[str]
+    failures: list[dict] = field(default_factory=list)
+    views: dict[str, slice] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.views:  # one extractor: all columns are its own
+            self.views = {self.extractors[0]: slice(0, self.X.shape[1])}
+
+
+def _extractors_for(store: Store, override: str | None) -> list[str]:
+    settings = store.settings()
+    if override:
+        return [override]
+    names = [settings.get("extractor")]
+    if settings["modality"] == "image+text":
+        names.append(settings.get("text_extractor", "minilm"))
+    return [n for n in names if n]
+
+
+def ensure_features(
+    store: Store,
+    *,
+    extractor: str | None = None,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> FeatureMatrix:
+    """Compute (only what is missing) and return the project's feature matrix.
+
+    For image+text projects the image and text features are L2-normalised and concatenated.
+    Items whose media cannot be decoded are left out and listed in ``failures``.
+    """
+    items = store.items()
+    if not items:
+        raise FeatureError("The project has no items yet: import some first ('python -m core import').")
+    names = _extractors_for(store, extractor)
+    blocks: list[tuple[np.ndarray, np.ndarray]] = []
+    failures: list[dict] = []
+    for name in names:
+        refs = [ItemRef(it.id, it.path, it.text) for it in items]
+        if name in ("tfidf_svd", "minilm"):
+            refs = [r for r in refs if r.text]
+        if not refs:
+            raise FeatureError(f"No item of this project has input for the extractor {name!r}.")
+
+        def report(done: int, total: int, _name: str = name) -> None:
+            if progress is not None:
+                progress({"phase": f"features {_name}", "step": done, "total": total})
+
+        fails: list = []
+        ids, X = compute_features(refs, name, store.dir / "features", device=device, progress=report,
+                                  should_cancel=should_cancel, failures=fails)
+        failures.extend(_failure_dict(f, name) for f in fails)
+        blocks.append((np.asarray(ids, dtype=np.int64), np.asarray(X, dtype=np.float32)))
+    if len(blocks) == 1:
+        ids, X = blocks[0]
+        return FeatureMatrix(ids, X, names, failures)
+    common = blocks[0][0]
+    for ids, _ in blocks[1:]:
+        common = np.intersect1d(common, ids)
+    parts = []
+    views: dict[str, slice] = {}
+    start = 0
+    for name, (ids, X) in zip(names, blocks):
+        pos = {int(i): k for k, i in enumerate(ids)}
+        sub = X[[pos[int(i)] for i in common]]
+        parts.append(sub / np.maximum(np.linalg.norm(sub, axis=1, keepdims=True), 1e-12))
+        views[name] = slice(start, start + sub.shape[1])
+        start += sub.shape[1]
+    return FeatureMatrix(common, np.hstack(parts).astype(np.float32), names, failures, views)
+
+
+def _failure_dict(f, extractor: str) -> dict:
+    """An :class:`~core.features.ItemFailure` as a JSON-able dict."""
+    return {"extractor": extractor, "item_id": int(f.item_id), "path": None if f.path is None else str(f.path),
+            "reason": f.reason}
+
+
+class PhaseProgress:
+    """Turns per-phase step/total reports into throttled progress rows with a per-phase ETA."""
+
+    def __init__(self, sink: ProgressFn | None, every_s: float = 0.5):
+        self.sink = sink
+        self.every_s = every_s
+        self.phase: str | None = None
+        self.phase_t0 = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, info: dict) -> None:
+        if self.sink is None:
+            return
+        t = time.perf_counter()
+        phase = str(info.get("phase", ""))
+        phase_key = phase.split(" ")[0]
+        changed = phase_key != self.phase
+        if changed:
+            self.phase, self.phase_t0 = phase_key, t
+        step, total = info.get("step"), info.get("total")
+        done = bool(step and total and step >= total)
+        if not (changed or done or t - self.last >= self.every_s):
+            return
+        self.last = t
+        out = dict(info)
+        if step and total and step > 0:
+            elapsed = t - self.phase_t0
+            out["eta_s"] = round(elapsed / step * max(total - step, 0), 1)
+        self.sink(out)
+
+
+def train_model(
+    store: Store,
+    model: str = "classifier",
+    *,
+    params: dict | None = None,
+    device: str | None = None,
+    extractor: str | None = None,
+    job_id: int | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    project_map: bool = True,
+) -> int:
+    """Train ``model`` on the confirmed labels and publish a new run; returns its id."""
+    trainer = get_trainer(model)
+    device = resolve_device(device)
+    report = PhaseProgress(progress)
+    cancel = should_cancel or (lambda: False)
+    t0 = time.perf_counter()
+
+    phases: dict[str, float] = {}
+    t_phase = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t_phase
+        phases[name] = round(time.perf_counter() - t_phase, 3)
+        t_phase = time.perf_counter()
+
+    feats = ensure_features(store, extractor=extractor, device=device, progress=report, should_cancel=cancel)
+    lap("features")
+    classes = store.labels()
+    consensus_fit = None
+    if store.consensus_settings()["method"] != "majority":
+        report({"phase": "consensus", "step": 0, "total": 1})
+        consensus_fit = store.refit_consensus()
+        lap("consensus")
+    conf_ids, conf_labels, conf_weight = store.confirmed_with_confidence()
+    pos = {int(i): k for k, i in enumerate(feats.ids)}
+    keep = [k for k, i in enumerate(conf_ids) if int(i) in pos]
+    labelled = np.array([pos[int(conf_ids[k])] for k in keep], dtype=np.int64)
+    y = conf_labels[keep]
+    params = dict(params or {})
+    weight_by_confidence = bool(params.pop("weight_by_confidence", store.settings().get("weight_by_confidence", False)))
+    sample_weight = conf_weight[keep] if weight_by_confidence else None
+    if len(labelled) == 0 and model not in LABEL_FREE:
+        raise TrainingError(
+            "No confirmed labels to train on yet: label items until they reach the project's min_votes "
+            f"({store.settings().get('min_votes')}), or import labels."
+        )
+    previous = store.run(model=model)
+    ctx = TrainContext(
+        X=feats.X, item_ids=feats.ids, labelled=labelled, y=y, classes=classes, params=params,
+        device=device, progress=report, should_cancel=cancel, previous=previous,
+        previous_dir=None if previous is None else store.run_dir(previous), views=feats.views,
+        items=_items_in_order(store, feats.ids), sample_weight=sample_weight,
+    )
+    report({"phase": "fit", "step": 0, "total": 1})
+    out = trainer(ctx)
+    lap("fit_and_predict")
+    if cancel():
+        raise JobCancelled("cancelled after training")
+    train_seconds = time.perf_counter() - t0
+
+    proba = np.asarray(out.proba, dtype=np.float32)
+    top = proba.argmax(1)
+    labels = [classes[j] for j in top]
+    confidences = proba[np.arange(len(top)), top]
+    emb = out.embeddings if out.embeddings is not None else feats.X
+    clusters = out.clusters
+    if clusters is None:
+        report({"phase": "cluster", "step": 0, "total": 1})
+        clusters = kmeans_clusters(emb, n_clusters=max(2, len(classes)))
+        lap("cluster")
+    coords = None
+    if project_map:
+        from core.views.projection import project, reduce_for_map
+
+        report({"phase": "project", "step": 0, "total": 1})
+        key = "features-" + "+".join(feats.extractors) if out.embeddings is None else f"{model}-embedding"
+        coords = project(feats.ids, reduce_for_map(emb), store.dir / "projections", key=key)
+        lap("project")
+    if cancel():
+        raise JobCancelled("cancelled before publishing")
+
+    report({"phase": "publish", "step": 0, "total": 1})
+    evaluation = evaluate_arrays(feats.ids, labels, clusters, store.reference_labels(), store.annotated_item_ids())
+    metrics = {
+        **out.metrics, "n_labelled": int(len(labelled)), "n_items": int(len(feats.ids)),
+        "label_counts": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
+        "feature_failures": feats.failures[:50], "n_feature_failures": len(feats.failures),
+        "train_seconds": round(train_seconds, 3), "device": device, "evaluation": evaluation,
+        "phase_seconds": phases, "weight_by_confidence": weight_by_confidence,
+        "consensus": {"method": store.consensus_settings()["method"],
+                      **({} if consensus_fit is None else {"refit_seconds": consensus_fit["seconds"]})},
+    }
+    run_dir = _write_artefacts(store, model, out, feats.ids, proba, classes, clusters, emb)
+    return store.publish_run(
+        model=model, config={**out.config, "extractors": feats.extractors}, metrics=_jsonable(metrics),
+        artefact_dir=run_dir, classes=classes, item_ids=feats.ids, labels=labels, confidences=confidences,
+        clusters=clusters, coords=coords, n_labelled=len(labelled), parent_id=None if previous is None else previous["id"],
+        job_id=job_id, extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
+        pseudo_labels=[(int(feats.ids[p["row"]]), p["label"], p["confidence"], p["round"]) for p in out.pseudo_labels],
+    )
+
+
+def _items_in_order(store: Store, ids: np.ndarray) -> list:
+    """The store's item rows in the order of ``ids`` (n,)."""
+    by_id = {it.id: it for it in store.items()}
+    return [by_id[int(i)] for i in ids]
+
+
+def kmeans_clusters(X: np.ndarray, *, n_clusters: int, random_state: int = 0) -> np.ndarray:
+    """k-means cluster of each row of ``X`` (n, d); mini-batch k-means above 20,000 rows."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    n_clusters = min(n_clusters, len(X))
+    if len(X) > 20000:
+        km = MiniBatchKMeans(n_clusters=n_clusters, random_state=random_state, n_init=3, batch_size=4096)
+    else:
+        km = KMeans(n_clusters=n_clusters, random_state=random_state, n_init=3)
+    return km.fit_predict(X).astype(np.int64)
+
+
+def _write_artefacts(store, model, out, ids, proba, classes, clusters, emb) -> Path:
+    import joblib
+
+    final = store.dir / "runs" / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.mkdir(parents=True)
+    np.save(tmp / "item_ids.npy", ids)
+    np.save(tmp / "proba.npy", proba)
+    np.save(tmp / "clusters.npy", clusters)
+    if out.embeddings is not None:
+        np.save(tmp / "embeddings.npy", np.asarray(out.embeddings, dtype=np.float32))
+    (tmp / "classes.json").write_text(json.dumps(classes))
+    for name, obj in out.artefacts.items():
+        joblib.dump(obj, tmp / f"{name}.joblib")
+    os.replace(tmp, final)
+    return final
+
+
+def load_run_arrays(store: Store, run: dict) -> dict[str, np.ndarray]:
+    """The probability matrix of a run and its item ids: {"item_ids": (n,), "proba": (n, k), "clusters": (n,)}."""
+    d = store.run_dir(run)
+    out = {name: np.load(d / f"{name}.npy") for name in ("item_ids", "proba", "clusters")}
+    if (d / "embeddings.npy").exists():
+        out["embeddings"] = np.load(d / "embeddings.npy")
+    return out
+
+
+def _jsonable(obj):
+    """Replace NaN and numpy scalars so the metrics survive json.dumps."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

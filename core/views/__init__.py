@@ -1,0 +1,1 @@
+"""The data behind each page: the embedding map, clusters, pseudo-labels, runs."""
