@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.active import strategies as active
+from core.labels.votes import VOTE_KINDS, latest_per_item, ranked_counts
 from core.store.project_store import Store
 
 
@@ -20,14 +21,12 @@ def vote_stats(store: Store, item_ids: np.ndarray, votes: list | None = None) ->
     n = len(item_ids)
     n_votes, top, second = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     confirmed = np.zeros(n, bool)
-    per_item: dict[int, dict[str, dict[str, str]]] = {}
-    for v in votes if votes is not None else store.active_votes(kinds=("human", "bulk")):
-        per_item.setdefault(v["item_id"], {})[v["annotator"]] = v["label"]
+    per_item = latest_per_item(votes if votes is not None else store.active_votes(kinds=VOTE_KINDS))
     for item_id, by_annotator in per_item.items():
         k = pos.get(item_id)
         if k is None:
             continue
-        counts = sorted(np.unique(list(by_annotator.values()), return_counts=True)[1].tolist(), reverse=True)
+        counts = [n for _, n in ranked_counts(by_annotator)]
         n_votes[k] = sum(counts)
         top[k] = counts[0]
         second[k] = counts[1] if len(counts) > 1 else 0
@@ -101,7 +100,7 @@ def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10,
     item_ids = store.item_ids()
     if len(item_ids) == 0:
         return []
-    votes = store.active_votes(kinds=("human", "bulk"))  # read once: counts and the annotator's own votes
+    votes = store.active_votes(kinds=VOTE_KINDS)  # read once: counts and the annotator's own votes
     stats = vote_stats(store, item_ids, votes)
     candidates = np.ones(len(item_ids), bool)
     if strategy != "needs_another_vote":

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.labels.votes import VOTE_KINDS, latest_per_item
+
 if TYPE_CHECKING:
     from core.store.project_store import Store
 
@@ -36,7 +38,7 @@ class LabelMatrix:
 
 def label_matrix(store: Store) -> LabelMatrix:
     """Build the label matrix from the store's active votes."""
-    return label_matrix_from_votes(store.active_votes(kinds=("human", "bulk")), store.labels())
+    return label_matrix_from_votes(store.active_votes(kinds=VOTE_KINDS), store.labels())
 
 
 def label_matrix_from_votes(votes: list, classes: list[str]) -> LabelMatrix:
@@ -45,11 +47,10 @@ def label_matrix_from_votes(votes: list, classes: list[str]) -> LabelMatrix:
     Only human and bulk votes count; an annotator's later vote on an item replaces the earlier one.
     """
     cls = {c: k for k, c in enumerate(classes)}
-    latest: dict[tuple[int, str], tuple[int, float | None]] = {}
-    for v in votes:  # oldest first: later votes overwrite
-        if v["kind"] not in ("human", "bulk") or v["label"] not in cls:
-            continue
-        latest[(v["item_id"], v["annotator"])] = (cls[v["label"]], v["seconds"])
+    seconds = {(int(v["item_id"]), v["annotator"]): v["seconds"] for v in votes if v["kind"] in VOTE_KINDS}
+    latest: dict[tuple[int, str], tuple[int, float | None]] = {
+        (i, a): (cls[lab], seconds[(i, a)])
+        for i, by_annotator in latest_per_item(votes).items() for a, lab in by_annotator.items() if lab in cls}
     item_ids = np.array(sorted({i for i, _ in latest}), dtype=np.int64)
     annotators = sorted({a for _, a in latest})
     row = {int(i): r for r, i in enumerate(item_ids)}

@@ -2,16 +2,17 @@
 
 Rules (the HAR study in the seeds kept only posts on which enough annotators agreed):
 
-- each annotator counts once per item: their latest active human or bulk vote;
+- each annotator counts once per item: their latest active human or bulk vote (:mod:`core.labels.votes`);
 - an active adjudication overrides the votes (the newest adjudication wins) and confirms the item;
 - machine annotations (pseudo-labels) never count;
 - an item is *confirmed* when its leading label has at least ``min_votes`` votes and no other label ties it.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
+
+from core.labels.votes import latest_by_annotator, ranked_counts
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,12 @@ def majority(votes: Sequence[Vote], *, min_votes: int = 2) -> ConsensusResult:
     >>> majority([Vote("a", "cat", "human"), Vote("b", "cat", "human"), Vote("c", "dog", "human")]).label
     'cat'
     """
-    latest: dict[str, str] = {}
     adjudication: str | None = None
     for v in votes:
         if v.kind == "adjudication":
             adjudication = v.label
-        elif v.kind in ("human", "bulk"):
-            latest[v.annotator] = v.label
-    counts = Counter(latest.values())
+    ranked = ranked_counts(latest_by_annotator(votes))
+    counts = dict(ranked)
     n_votes = sum(counts.values())
     if adjudication is not None:
         support = counts.get(adjudication, 0)
@@ -63,7 +62,6 @@ def majority(votes: Sequence[Vote], *, min_votes: int = 2) -> ConsensusResult:
         return ConsensusResult(adjudication, support, n_votes, agreement, 1.0, True, "adjudication")
     if n_votes == 0:
         return ConsensusResult(None, 0, 0, None, None, False, "majority")
-    ranked = counts.most_common()
     label, support = ranked[0]
     tie = len(ranked) > 1 and ranked[1][1] == support
     agreement = support / n_votes

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from core.labels import methods as cm
+from core.labels.votes import latest_by_annotator, ranked_counts
 from core.errors import check_choice
 
 METHODS = ("majority", "dawid_skene", "model_aware")
@@ -159,10 +160,7 @@ def item_consensus(
     first = cm.majority(votes, min_votes=min_votes)
     if first.method == "adjudication" or first.n_votes == 0:
         return first
-    latest: dict[str, str] = {}
-    for v in votes:
-        if v.kind in ("human", "bulk"):
-            latest[v.annotator] = v.label
+    latest = latest_by_annotator(votes)
     index = {c: k for k, c in enumerate(params.classes)}
     known = {a: index[lab] for a, lab in latest.items() if lab in index}
     post = item_posterior(params, known, proba_row)
@@ -170,7 +168,7 @@ def item_consensus(
         return first
     k = int(post.argmax())
     label = params.classes[k]
-    support = sum(1 for lab in latest.values() if lab == label)
+    support = dict(ranked_counts(latest)).get(label, 0)
     conf = float(post[k])
     return cm.ConsensusResult(label, support, first.n_votes, support / first.n_votes, conf,
                               conf >= min_confidence, params.method)

@@ -140,5 +140,24 @@ _V1 = """
         BEGIN SELECT RAISE(ABORT, 'predictions of a published run are immutable'); END;
 """
 
-MIGRATIONS: list[str] = [_V1]
+# v2: runs and predictions refuse DELETE too (v1 only refused UPDATE); cluster merges move from a JSON file in
+# the project folder into the database, so that everything a user decided lives in one place and one transaction.
+_V2 = """
+        CREATE TRIGGER runs_no_delete BEFORE DELETE ON runs
+        BEGIN SELECT RAISE(ABORT, 'runs are immutable once published'); END;
+        CREATE TRIGGER predictions_no_delete BEFORE DELETE ON predictions
+        BEGIN SELECT RAISE(ABORT, 'predictions of a published run are immutable'); END;
+        CREATE TABLE cluster_merges (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            cluster INTEGER NOT NULL,      -- a cluster of the run ...
+            into_cluster INTEGER NOT NULL, -- ... shown as part of this one
+            merged_by TEXT,
+            created_at REAL NOT NULL,
+            reset_at REAL                  -- set when the user resets the run's merges (the row is kept)
+        );
+        CREATE INDEX cluster_merges_run ON cluster_merges(run_id, reset_at);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ValidationError, check_choice, check_param
+from core.labels.votes import VOTE_KINDS, latest_per_item
 from core.store.project_store import Store, uri_path, validate_annotator_name
 
 COLOR_BY = ("consensus", "prediction", "confidence", "cluster", "disagreement")
@@ -37,7 +38,6 @@ N_BINS = 20
 MERGES_FILE = "cluster_merges.json"
 NO_LABEL = "(none)"
 HOVER_CHARS = 80
-VOTE_KINDS = ("human", "bulk")
 
 _PRED_COLS = ["item_id", "label", "confidence", "cluster", "x", "y"]
 _CONS_COLS = ["item_id", "label", "confirmed", "n_votes", "agreement", "method"]
@@ -660,10 +660,8 @@ def disagreements(store: Store, *, limit: int = 200, include_adjudicated: bool =
     priority = uncertainty + (1 - agreement) + 0.1 * np.log(n_votes)
     order = np.argsort(-priority, kind="stable")[:limit]
     picked = [rows[k] for k in order]
-    votes: dict[int, dict[str, str]] = {int(r["item_id"]): {} for r in picked}
-    for v in store.active_votes(list(votes), kinds=VOTE_KINDS):
-        votes[v["item_id"]][v["annotator"]] = v["label"]
-    return [{"item_id": int(r["item_id"]), "votes": list(votes[int(r["item_id"])].items()),
+    votes = latest_per_item(store.active_votes([int(r["item_id"]) for r in picked], kinds=VOTE_KINDS))
+    return [{"item_id": int(r["item_id"]), "votes": list(votes.get(int(r["item_id"]), {}).items()),
              "n_votes": int(r["n_votes"]), "agreement": float(r["agreement"]), "label": r["label"],
              "confirmed": bool(r["confirmed"]), "method": r["method"], "confidence": r["confidence"],
              "model_uncertainty": round(float(uncertainty[k]), 4), "priority": round(float(priority[k]), 4)}
