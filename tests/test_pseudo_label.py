@@ -211,7 +211,8 @@ def test_head_variant_end_to_end_raises_unlabelled_accuracy():
     assert "pseudo_rows" not in out.metrics["rounds"][0] and 0 <= out.metrics["val_macro_f1"] <= 1
     assert out.config["variant"] == "head"
     ck = out.artefacts["checkpoint"]
-    assert set(ck) >= {"model", "optimizer", "config", "epoch"} and ck["config"]["rounds"] == 2
+    assert set(ck) >= {"model", "resume", "config", "epoch"} and ck["config"]["rounds"] == 2
+    assert set(ck["resume"]) >= set(ft.RESUME_KEYS) and ck["resume"]["optimizer"]["state"]
     assert any(r["phase"].startswith("round 1 head") and "score" in r for r in reports)
 
 
@@ -268,7 +269,7 @@ def test_finetune_variant_end_to_end_on_tiny_images(tmp_path):
     assert len(out.metrics["rounds"]) == 2
     assert all(p["row"] not in set(labelled) and p["row"] != len(items) - 1 for p in out.pseudo_labels)
     ck = out.artefacts["checkpoint"]
-    assert ck["kind"] == "image" and ck["classes"] == ["blue", "red"] and ck["optimizer"] is not None
+    assert ck["kind"] == "image" and ck["classes"] == ["blue", "red"] and ck["resume"]["optimizer"] is not None
 
     # the checkpoint restores the same network
     net = ft.build_network("tiny_cnn", 2)
@@ -354,6 +355,7 @@ def test_finetune_on_cuda_mixed_precision(tmp_path, amp):
     np.testing.assert_allclose(out.proba.sum(1), 1, atol=1e-4)
     assert out.embeddings.shape == (len(items), 1280)
     assert all(v.device.type == "cpu" for v in out.artefacts["checkpoint"]["model"].values())
+    assert all(v.device.type == "cpu" for v in out.artefacts["checkpoint"]["resume"]["model"].values())
 
 
 @pytest.mark.gpu

@@ -1,8 +1,13 @@
 """Evaluation of a run against the project's reference labels (ground truth kept for evaluation).
 
-Scores are given on two subsets: ``unlabelled`` (items no annotator labelled: what the model had to
-infer) and ``all`` items. Predictions are scored with accuracy and macro-F1; the run's clusters with
-ACC (Hungarian matching), NMI and ARI.
+Scores are given on two subsets: ``unlabelled`` (items no annotator had labelled when the run read its
+labels: what the model had to infer) and ``all`` items. Predictions are scored with accuracy and
+macro-F1; the run's clusters with ACC (Hungarian matching), NMI and ARI.
+
+A run is scored against the labels it was trained with, not today's: ``core.models.training`` writes the
+items annotated at training time to ``annotated_item_ids.npy`` in the run's artefact folder (and the
+confirmed items it trained on to ``train_item_ids.npy``), so labels added or retracted later do not move
+items in or out of a finished run's held-out set.
 """
 from __future__ import annotations
 
@@ -44,8 +49,26 @@ def evaluate_arrays(
     return out
 
 
+def annotated_at_training(store: Store, run: dict) -> tuple[set[int], str]:
+    """The items that had a human vote when ``run`` read its labels, and where that set comes from.
+
+    Returns
+    -------
+    (ids, source): ``source`` is "training" (the run's ``annotated_item_ids.npy``), or "current" for a run
+    written before that record existed (then today's annotations, the only set there is).
+    """
+    path = store.run_dir(run) / "annotated_item_ids.npy"
+    if path.is_file():
+        return {int(i) for i in np.load(path)}, "training"
+    return store.annotated_item_ids(), "current"
+
+
 def evaluate_run(store: Store, run_id: int | None = None) -> dict:
-    """Evaluate the given (default: newest) run of the project against its reference labels."""
+    """Evaluate the given (default: newest) run of the project against its reference labels.
+
+    The ``unlabelled`` subset is the run's held-out set as it was at training time
+    (:func:`annotated_at_training`); ``annotated_source`` says which record was used.
+    """
     run = store.run(run_id)
     if run is None:
         raise ValidationError("The project has no published run yet: train a model first ('python -m core train').")
@@ -59,5 +82,7 @@ def evaluate_run(store: Store, run_id: int | None = None) -> dict:
     ids = np.array([r["item_id"] for r in rows], dtype=np.int64)
     pred = [r["label"] for r in rows]
     clusters = None if any(r["cluster"] is None for r in rows) else np.array([r["cluster"] for r in rows])
-    scores = evaluate_arrays(ids, pred, clusters, reference, store.annotated_item_ids())
-    return {"run": run["id"], "model": run["model"], "n_labelled": run["n_labelled"], **scores}
+    annotated, source = annotated_at_training(store, run)
+    scores = evaluate_arrays(ids, pred, clusters, reference, annotated)
+    return {"run": run["id"], "model": run["model"], "n_labelled": run["n_labelled"], "annotated_source": source,
+            **scores}

@@ -134,9 +134,25 @@ class TorchMLP(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
+        """Device-free pickles: the network is copied to the CPU; the live model stays where it is.
+
+        ``nn.Module.to`` moves a module in place, so the copy is a new CPU network loaded with CPU copies of
+        the weights: pickling a CUDA-trained model never moves it off the GPU under its ``device`` setting.
+        """
         state = self.__dict__.copy()
-        if "model_" in state:  # keep pickles device-free: weights to CPU
-            state["model_"] = state["model_"].to("cpu")
+        if "model_" in state:
+            state["model_"] = self._cpu_copy(state["model_"])
             state["device"] = "cpu"
         return state
+
+    def _cpu_copy(self, model):
+        """A new CPU network (eval mode) with a copy of ``model``'s weights; ``model`` is left untouched."""
+        import torch
+
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        with torch.random.fork_rng(devices=[]):  # building a network draws its init from the global RNG
+            clone = self._build(int(model[0].in_features), int(model[-1].out_features))
+        clone.load_state_dict(weights)
+        clone.train(model.training)
+        return clone

@@ -1,5 +1,5 @@
 """Plain-PyTorch training loop shared by the pseudo-labelling model: networks, one epoch, evaluation,
-learning-rate schedule on a plateau, early stopping and checkpoints.
+learning-rate schedule on a plateau, early stopping and resumable checkpoints.
 
 After the seed paper (pseudo-labelling and transfer learning for speech emotion recognition): a CNN
 pretrained on ImageNet is fine-tuned with a class-weighted cross-entropy (rarer classes weigh more),
@@ -7,6 +7,9 @@ Adam, the learning rate divided by 10 when the validation score has not improved
 1e-5), and training stopped when it has not improved for 10 epochs. The validation score here is the
 macro-F1 of a validation split of the confirmed labels, ties broken by the validation loss (macro-F1 on
 a small split saturates long before the model is confident). The best epoch's weights are restored.
+The class weights count the training rows the loss averages (an audio clip's blocks), as the paper
+weighs its spectrogram images. A checkpoint (:func:`checkpoint`) holds the weights, optimiser, schedule,
+epoch and every random state of one epoch, and :func:`fit_network` resumes from it exactly.
 
 Everything lives on one device: the inputs of the whole data set are pre-decoded once into a uint8
 tensor ``x`` (rows x 3 x S x S images or spectrogram blocks) or a float tensor (rows x d features), and
@@ -221,7 +224,8 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
     Parameters
     ----------
-    y : ndarray (n,) int     class indices in 0..n_classes-1
+    y : ndarray (n,) int     class indices in 0..n_classes-1, one per training row the loss averages
+                             (:func:`fit_network` passes its rows: an audio clip's blocks each count)
     n_classes : int
 
     Returns
@@ -529,7 +533,11 @@ def macro_f1_index(y: np.ndarray, pred: np.ndarray) -> float:
 
 @dataclass
 class FitResult:
-    """What :func:`fit_network` learned: the model (best epoch's weights restored) and its history."""
+    """What :func:`fit_network` learned: the model (best epoch's weights restored) and its history.
+
+    ``checkpoint`` is the resumable training state at the end of the last epoch (see :func:`checkpoint`):
+    the last epoch's weights, not the restored best ones, which it holds as ``"best_model"``.
+    """
 
     model: Any
     optimizer: Any
@@ -539,6 +547,12 @@ class FitResult:
     history: list[dict]
     final_lr: float
     stopped_early: bool
+    checkpoint: dict | None = None
+
+
+#: what a resumable checkpoint must hold (besides any ``extra`` keys of :func:`checkpoint`)
+RESUME_KEYS = ("format", "model", "optimizer", "scheduler", "epoch", "rng", "best_model", "history", "stopped", "fit")
+CHECKPOINT_FORMAT = "finetune-fit-v1"
 
 
 def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarray, *,
@@ -548,19 +562,34 @@ def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarra
                 min_steps: int = 1,
                 transform: BatchTransform, amp: str = "bf16", seed: int = 0,
                 progress: Callable[[dict], None] | None = None, should_cancel: Callable[[], bool] | None = None,
-                phase: str = "fine-tune") -> FitResult:
+                phase: str = "fine-tune", checkpoint_path: str | Path | None = None,
+                resume: dict | str | Path | None = None) -> FitResult:
     """Train ``model`` on the items ``train_items`` (m,) with class indices ``train_y`` (m,).
 
-    Adam; class-weighted cross-entropy (:func:`class_weights` of ``train_y``); after each epoch the
-    validation items are scored (macro-F1) and :class:`PlateauSchedule` lowers the learning rate and
-    stops early. An epoch is one pass over the training items, or more passes up to ``min_steps``
-    optimiser steps when they are few (a handful of labels would otherwise give one step per epoch and
-    stop early before learning anything). Without validation items the model trains for ``max_epochs`` and keeps the last weights.
+    Adam; class-weighted cross-entropy, the weights (:func:`class_weights`) counted over the training rows
+    the loss averages (an audio clip's blocks each count, as the seed paper weighs its spectrogram
+    images); after each epoch the validation items are scored (macro-F1) and :class:`PlateauSchedule`
+    lowers the learning rate and stops early. An epoch is one pass over the training items, or more
+    passes up to ``min_steps`` optimiser steps when they are few (a handful of labels would otherwise give
+    one step per epoch and stop early before learning anything). Without validation items the model
+    trains for ``max_epochs`` and keeps the last weights.
+
+    Parameters
+    ----------
+    checkpoint_path : path, optional
+        After every epoch the training state (:func:`checkpoint`) is written there atomically.
+    resume : checkpoint dict or path, optional
+        Continue a training interrupted after the checkpoint's epoch: weights, optimiser, schedule, best
+        weights so far, history and random states are restored (``model`` must have the architecture it
+        was written from; its current weights are replaced). With the same data and arguments the result
+        equals an uninterrupted run's. ``max_epochs`` may differ (training continues up to it).
 
     Raises
     ------
     core.errors.JobCancelled
         When ``should_cancel()`` turns true (polled between epochs).
+    core.errors.ValidationError
+        When ``resume`` is not a complete checkpoint of this training (other rows, classes, batch size...).
     """
     import torch
 
@@ -577,7 +606,8 @@ def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarra
         wi = torch.zeros(data.n_items, dtype=torch.float32, device=device)
         wi[torch.as_tensor(train_items, device=device)] = torch.as_tensor(np.asarray(item_weight, np.float32), device=device)
         row_weight = wi[data.owner[rows]]
-    cw = torch.as_tensor(class_weights(train_y, n_classes), device=device)
+    # the loss is a mean over rows (blocks): balance the classes over the rows, not over the items
+    cw = torch.as_tensor(class_weights(targets.cpu().numpy(), n_classes), device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
     scaler = torch.amp.GradScaler("cuda") if (str(device).startswith("cuda") and amp == "fp16") else None
     sched = PlateauSchedule(lr, factor=lr_factor, lr_patience=lr_patience, min_lr=min_lr, patience=patience)
@@ -585,7 +615,37 @@ def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarra
     has_val = len(val_items) > 0
     best_state, history, stopped = None, [], False
     eval_batch = max(256, 4 * batch_size)
-    for epoch in range(max_epochs):
+    fit_info = {"n_rows": int(rows.shape[0]), "n_classes": int(n_classes), "batch_size": int(batch_size),
+                "min_steps": int(min_steps), "n_val": int(len(val_items)), "seed": int(seed),
+                "kind": data.kind, "amp": amp}
+
+    def generators() -> dict:
+        return {"shuffle": gen, **{f"transform:{d}": g for d, g in transform._gen.items()}}
+
+    start = 0
+    if resume is not None:
+        ck = load_checkpoint(resume) if isinstance(resume, (str, Path)) else resume
+        _check_resume(ck, fit_info)
+        model.load_state_dict({k: v.to(device) for k, v in ck["model"].items()})
+        optimizer.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler") is not None:
+            scaler.load_state_dict(ck["scaler"])
+        for name in ck["rng"]["generators"]:  # create the transform's generators on their devices first
+            if name.startswith("transform:"):
+                transform.generator(name.split(":", 1)[1])
+        set_rng_state(ck["rng"], generators())
+        best_state = None if ck["best_model"] is None else {k: v.to(device) for k, v in ck["best_model"].items()}
+        history = [dict(h) for h in ck["history"]]
+        stopped = bool(ck["stopped"])
+        start = int(ck["epoch"])
+
+    def state(epoch: int) -> dict:
+        return checkpoint(model, optimizer, {}, epoch, scheduler=sched, generators=generators(), scaler=scaler,
+                          best_model=best_state, history=history, stopped=stopped, fit=fit_info)
+
+    last = None
+    for epoch in range(start, max_epochs if not stopped else start):
         if should_cancel is not None and should_cancel():
             raise JobCancelled(f"cancelled during {phase}, epoch {epoch}")
         t0 = time.perf_counter()
@@ -602,51 +662,133 @@ def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarra
             best_state = copy.deepcopy(model.state_dict()) if has_val else None
         for g in optimizer.param_groups:
             g["lr"] = step["lr"]
+        stopped = bool(step["stop"])
+        last = None
+        if checkpoint_path is not None:
+            last = state(epoch + 1)
+            save_checkpoint(checkpoint_path, last)
         if progress is not None:
             progress({"phase": phase, "step": epoch + 1, "total": max_epochs, "loss": loss,
                       "score": None if not has_val else ev["macro_f1"]})
-        if step["stop"]:
-            stopped = True
+        if stopped:
             break
+    final = last if last is not None else state(len(history))
     if best_state is not None:
         model.load_state_dict(best_state)
     best_epoch = sched.best_epoch + 1 if has_val else len(history)
     best_score = sched.best if has_val else float("nan")
-    return FitResult(model, optimizer, best_epoch, best_score, len(history), history, sched.lr, stopped)
+    return FitResult(model, optimizer, best_epoch, best_score, len(history), history, sched.lr, stopped, final)
+
+
+def _check_resume(ck: Any, fit_info: dict) -> None:
+    """Raise ValidationError unless ``ck`` is a complete checkpoint of the training described by ``fit_info``."""
+    missing = [k for k in RESUME_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise ValidationError(f"The 'resume' parameter of fit_network must be a checkpoint written by fit_network "
+                              f"(format {CHECKPOINT_FORMAT!r}); it lacks {', '.join(missing)}.")
+    if ck["format"] != CHECKPOINT_FORMAT:
+        raise ValidationError(f"The 'resume' checkpoint has format {ck['format']!r}; fit_network reads {CHECKPOINT_FORMAT!r}.")
+    for key, value in fit_info.items():
+        if ck["fit"].get(key) != value:
+            raise ValidationError(f"The 'resume' checkpoint was written by a training with {key}={ck['fit'].get(key)!r}; "
+                                  f"this one has {key}={value!r}. Resume with the same data and arguments.")
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def checkpoint(model, optimizer, config: dict, epoch: int, **extra: Any) -> dict:
-    """Weights, optimiser state, config and epoch together (nanoGPT), tensors on the CPU.
+def _cpu(obj: Any) -> Any:
+    """``obj`` with every tensor detached and copied to the CPU (dicts, lists and tuples walked)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def rng_state(generators: dict[str, Any] | None = None) -> dict:
+    """Every random state a training draws from, loadable with ``torch.load(weights_only=True)``.
 
     Returns
     -------
-    {"model": state_dict, "optimizer": state_dict, "config": dict, "epoch": int, **extra}
+    {"torch": ByteTensor (global CPU generator), "cuda": [ByteTensor] per device (empty without CUDA),
+     "numpy": {"key": Tensor (624,) int64, "pos", "has_gauss", "gauss"}, "python": random.getstate(),
+     "generators": {name: ByteTensor} of the given ``torch.Generator`` objects}
     """
+    import random
+
     import torch
 
-    def cpu(obj):
-        if isinstance(obj, torch.Tensor):
-            return obj.detach().cpu()
-        if isinstance(obj, dict):
-            return {k: cpu(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(cpu(v) for v in obj)
-        return obj
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else [],
+        "numpy": {"key": torch.as_tensor(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "python": random.getstate(),
+        "generators": {name: g.get_state().cpu() for name, g in (generators or {}).items()},
+    }
 
-    return {"model": cpu(model.state_dict()), "optimizer": None if optimizer is None else cpu(optimizer.state_dict()),
-            "config": dict(config), "epoch": int(epoch), **extra}
+
+def set_rng_state(state: dict, generators: dict[str, Any] | None = None) -> None:
+    """Restore what :func:`rng_state` captured, into the global generators and the named ``generators``."""
+    import random
+
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npst = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": npst["key"].numpy().astype(np.uint32),
+                                                              "pos": npst["pos"]},
+                         "has_gauss": npst["has_gauss"], "gauss": npst["gauss"]})
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    generators = generators or {}
+    missing = sorted(set(state["generators"]) - set(generators))
+    if missing:
+        raise ValidationError(f"The checkpoint's random state names generators {missing} this training does not have.")
+    for name, s in state["generators"].items():
+        generators[name].set_state(s)
+
+
+def checkpoint(model, optimizer, config: dict, epoch: int, *, scheduler: PlateauSchedule | None = None,
+               generators: dict[str, Any] | None = None, scaler: Any | None = None, **extra: Any) -> dict:
+    """The training state at the end of epoch ``epoch``, every part of that same epoch, tensors on the CPU.
+
+    Weights, optimiser state, config and epoch together (nanoGPT), plus the plateau schedule, the
+    GradScaler and every random state (global torch / CUDA / NumPy / Python generators and the named
+    ``torch.Generator`` objects: shuffling, augmentation), so that :func:`fit_network` can resume it.
+
+    Returns
+    -------
+    {"format", "model": state_dict, "optimizer": state_dict, "scheduler": dict | None, "scaler": dict | None,
+     "config": dict, "epoch": int (epochs completed), "rng": :func:`rng_state`, **extra}
+    """
+    return {"format": CHECKPOINT_FORMAT, "model": _cpu(model.state_dict()),
+            "optimizer": None if optimizer is None else _cpu(optimizer.state_dict()),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "scaler": None if scaler is None else _cpu(scaler.state_dict()),
+            "config": dict(config), "epoch": int(epoch), "rng": rng_state(generators),
+            **{k: _cpu(v) for k, v in extra.items()}}
 
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
-    """Write a :func:`checkpoint` dict with ``torch.save`` (atomically)."""
+    """Write a :func:`checkpoint` dict with ``torch.save`` atomically: to a temporary file, flushed to disk,
+    then renamed over ``path`` (a crash leaves the previous checkpoint or the new one, never half of one)."""
     import os
 
     import torch
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

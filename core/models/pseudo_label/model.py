@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.errors import TrainingError, ValidationError, check_choice, check_param
-from core.models.pseudo_label.finetune import (AMP, BACKBONES, BatchTransform, Inputs, build_head, build_network, checkpoint,
+from core.models.pseudo_label.finetune import (AMP, BACKBONES, BatchTransform, Inputs, build_head, build_network,
                        feature_inputs, fit_network, predict_items)
 
 VARIANTS = ("finetune", "head")
@@ -383,7 +383,9 @@ class PseudoLabeler:
                                       (and ``proba`` (n, k) with ``record_proba``)
     val_items_ : ndarray              validation rows (confirmed labels held out)
     model_ : torch.nn.Module          the last round's network (best epoch)
-    checkpoint_ : dict                weights, optimiser state, config and epoch of the last round
+    checkpoint_ : dict                the served weights (best epoch of the last round), config, epoch, classes,
+                                      round, kind, and ``resume``: the last round's resumable training state
+                                      (:func:`core.models.pseudo_label.finetune.checkpoint`)
     """
 
     def __init__(self, config: PseudoLabelConfig = PseudoLabelConfig(), *, device: str = "cpu"):
@@ -529,9 +531,12 @@ class PseudoLabeler:
                 progress({"phase": f"round {r} pseudo-labels", "step": r, "total": cfg.rounds,
                           "score": fit.best_score, "n_pseudo": int(len(new_rows))})
         self.model_ = last_fit.model
-        self.checkpoint_ = checkpoint(last_fit.model, last_fit.optimizer, asdict(cfg), last_fit.best_epoch,
-                                      classes=[str(c) for c in self.classes_], round=cfg.rounds,
-                                      kind=data.kind)
+        # the served network (best epoch of the last round) and, to resume or continue that round, the
+        # complete training state of its last epoch (weights, optimiser, schedule, random states together)
+        self.checkpoint_ = {"model": {k: v.detach().to("cpu", copy=True) for k, v in last_fit.model.state_dict().items()},
+                            "config": asdict(cfg), "epoch": int(last_fit.best_epoch),
+                            "classes": [str(c) for c in self.classes_], "round": int(cfg.rounds), "kind": data.kind,
+                            "resume": last_fit.checkpoint}
         self._init = None
         return self
 
