@@ -7,6 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from core.labels import engine as consensus_engine
 from core.errors import ProjectNotFound, StoreError, ValidationError
 from core.store.schema import SCHEMA_VERSION
 from core.store.project_store import Store
@@ -168,7 +169,7 @@ def test_eight_writers_and_a_prediction_job_lose_nothing(tmp_path):
     assert store.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 3 * n_items
     # the consensus matches a recomputation from scratch
     before = [tuple(r)[:7] for r in store.consensus_rows()]
-    store.recompute_consensus()
+    consensus_engine.recompute_all(store)
     assert [tuple(r)[:7] for r in store.consensus_rows()] == before
 
 

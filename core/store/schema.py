@@ -1,11 +1,16 @@
 """Schema of the project database and its migrations.
 
-Each migration is a SQL script run in one transaction together with the update of the recorded version;
+Each migration is a function of a sqlite-utils Database (a SQL script, or sqlite-utils table creation) run in one transaction together with the update of the recorded version;
 the index of the script plus one is the schema version it produces. ``meta.schema_version`` records what a database has.
 Annotations, runs and predictions are append-only: triggers refuse UPDATE and DELETE on them, so a bug
 elsewhere cannot lose a vote or rewrite a published model version.
 """
 from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+import sqlite_utils
 
 MODALITIES = ("image", "audio", "text", "image+text")
 ANNOTATION_KINDS = ("human", "bulk", "adjudication", "machine")
@@ -142,22 +147,55 @@ _V1 = """
 
 # v2: runs and predictions refuse DELETE too (v1 only refused UPDATE); cluster merges move from a JSON file in
 # the project folder into the database, so that everything a user decided lives in one place and one transaction.
-_V2 = """
+_V2_TRIGGERS = """
         CREATE TRIGGER runs_no_delete BEFORE DELETE ON runs
         BEGIN SELECT RAISE(ABORT, 'runs are immutable once published'); END;
         CREATE TRIGGER predictions_no_delete BEFORE DELETE ON predictions
         BEGIN SELECT RAISE(ABORT, 'predictions of a published run are immutable'); END;
-        CREATE TABLE cluster_merges (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id),
-            cluster INTEGER NOT NULL,      -- a cluster of the run ...
-            into_cluster INTEGER NOT NULL, -- ... shown as part of this one
-            merged_by TEXT,
-            created_at REAL NOT NULL,
-            reset_at REAL                  -- set when the user resets the run's merges (the row is kept)
-        );
-        CREATE INDEX cluster_merges_run ON cluster_merges(run_id, reset_at);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (trigger bodies included). ``executescript`` cannot be
+    used: it commits the caller's transaction first."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {buf.strip()[:80]!r}")
+    return out
+
+
+def _sql(script: str) -> Callable[[sqlite_utils.Database], None]:
+    def migrate(db: sqlite_utils.Database) -> None:
+        for statement in _statements(script):
+            db.execute(statement)
+    return migrate
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    _sql(_V2_TRIGGERS)(db)
+    merges = db.table("cluster_merges")
+    merges.create(
+        {"id": int, "run_id": int, "cluster": int, "into_cluster": int, "merged_by": str, "created_at": float,
+         "reset_at": float},  # reset_at: set when the user resets the run's merges (the row is kept)
+        pk="id", not_null={"run_id", "cluster", "into_cluster", "created_at"},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    merges.create_index(["run_id", "reset_at"], index_name="cluster_merges_run")
+
+
+# v3: a claimed job carries a random claim token; heartbeat, progress, publish and finish only write while the
+# job is still running under the worker's token (core.jobs.queue), so a worker declared dead cannot overwrite
+# the job row or publish a run after another worker took over.
+_V3 = """
+        ALTER TABLE jobs ADD COLUMN claim TEXT;
+"""
+
+
+#: migration i + 1 produces schema version i + 1; each runs inside the store's write transaction
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_sql(_V1), _v2, _sql(_V3)]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,82 @@
+"""What a model family's trainer receives and returns (the contract between the train job and a family)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class TrainContext:
+    """What a trainer receives.
+
+    Attributes
+    ----------
+    X : ndarray (n, d) float32     features of every item, rows in the order of ``item_ids``
+    item_ids : ndarray (n,) int64
+    labelled : ndarray (m,) int64  row indices into X of the confirmed items
+    y : ndarray (m,) object        their consensus labels
+    classes : list[str]            the project's label set (the order of probability columns)
+    params : dict                  model parameters from the job / command line
+    device : str                   "cpu" or "cuda"
+    progress : callable(dict)      report step/total/loss/phase
+    should_cancel : callable() -> bool
+    previous : dict | None         the newest published run of this model (for warm starts)
+    previous_dir : Path | None     its artefact folder
+    views : dict[str, slice]       columns of X per extractor, e.g. {"efficientnet_lite0": slice(0, 1280),
+                                   "minilm": slice(1280, 1664)} for image+caption items (one entry otherwise)
+    sample_weight : ndarray (m,) float32 | None
+                                   per labelled row, the consensus confidence when the project asks for it
+    items : list | None            the store's Item rows in the order of ``item_ids`` (paths, text, group),
+                                   for families that read the media themselves (pseudo_label, reid)
+    """
+
+    X: np.ndarray
+    item_ids: np.ndarray
+    labelled: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    params: dict
+    device: str
+    progress: Callable[[dict], None]
+    should_cancel: Callable[[], bool]
+    previous: dict | None = None
+    previous_dir: Any = None
+    views: dict[str, slice] = field(default_factory=dict)
+    sample_weight: np.ndarray | None = None
+    items: list | None = None
+
+    def view(self, name: str) -> np.ndarray:
+        """The columns of ``X`` that extractor ``name`` produced, (n, d_name)."""
+        return self.X[:, self.views[name]] if self.views else self.X
+
+
+@dataclass
+class TrainOutput:
+    """What a trainer returns.
+
+    Attributes
+    ----------
+    proba : ndarray (n, k) float32       probabilities over ``classes`` for every item
+    config : dict                        the resolved configuration (stored with the run)
+    metrics : dict                       e.g. cross-validated macro-F1
+    artefacts : dict[str, object]        objects saved with joblib under the run's folder
+    embeddings : ndarray (n, e) | None   model embedding for the map (features used when None)
+    clusters : ndarray (n,) int | None   the model's own clusters (k-means on the embedding when None)
+    pseudo_labels : list[dict]           machine labels to store as "pseudo" annotations of the new run:
+                                         {"row": int (index into X), "label": str, "confidence": float,
+                                         "round": int}; never confirmed until a person accepts them
+    oof_proba : ndarray (m, k) | None    out-of-fold probabilities over ``classes`` of the labelled rows
+                                         (rows in the order of ``TrainContext.labelled``), saved as
+                                         ``oof_proba.npy``; the model-aware consensus grades the model on them
+    """
+
+    proba: np.ndarray
+    config: dict
+    metrics: dict
+    artefacts: dict[str, Any] = field(default_factory=dict)
+    embeddings: np.ndarray | None = None
+    clusters: np.ndarray | None = None
+    pseudo_labels: list[dict] = field(default_factory=list)
+    oof_proba: np.ndarray | None = None
