@@ -80,8 +80,9 @@ def main() -> int:
                              "on_items_majority_decides": {
                                  name: round(float((t.label == truth)[maj.label >= 0].mean()), 4)
                                  for name, t in (("majority", maj), ("dawid_skene", ds), ("model_aware", ma))},
-                             "model_aware_weights": {"annotators": np.round(w["annotators"], 3).tolist(),
-                                                     "model": round(w["model"], 3)},
+                             "model_aware_fit": {"annotator_accuracy": np.round(w["annotator_accuracy"], 3).tolist(),
+                                                 "model_weight": round(w["model"], 3),
+                                                 "model_accuracy": round(w["model_accuracy"], 3)},
                              "ds_diagonals": np.round(np.diagonal(conf, axis1=1, axis2=2).mean(1), 3).tolist()})
     # speed: 100k items x 10 annotators, 3 votes per item
     rng = np.random.default_rng(0)

@@ -5,7 +5,8 @@ import time
 import plotly.express as px
 import streamlit as st
 
-from core.views.analysis import adjudicate, agreement_report, consensus_apply, disagreements
+from core.labels import engine as consensus_engine
+from core.views.consensus import adjudicate, agreement_report, consensus_apply, disagreements
 from pages.common import require_annotator, require_store, show_item
 
 store = require_store()
@@ -19,7 +20,7 @@ st.caption(f"{len(rows)} disputed items, the most important first (model uncerta
 
 METHODS = {"majority": "Majority vote (agreeing votes)", "dawid_skene": "Dawid-Skene (annotator confusion)",
            "model_aware": "Model-aware (votes + model, weighted by quality)"}
-cfg = store.consensus_settings()
+cfg = consensus_engine.settings(store)
 with st.expander(f"Consensus method: {METHODS[cfg['method']]}", expanded=False):
     with st.form("consensus-method"):
         method = st.radio("Method", list(METHODS), index=list(METHODS).index(cfg["method"]),
@@ -34,13 +35,13 @@ with st.expander(f"Consensus method: {METHODS[cfg['method']]}", expanded=False):
             consensus_apply(store, method=method, min_votes=int(min_votes), min_confidence=float(min_conf),
                             weight_by_confidence=weighted)
             st.rerun()
-    params = cfg["params"]
-    if params is not None and params.method == cfg["method"] and params.summary.get("annotator_accuracy"):
+    fit = consensus_engine.fit_report(store)
+    if fit is not None:
         st.caption("Annotator accuracy estimated by the method at its last fit "
-                   + time.strftime("%Y-%m-%d %H:%M", time.localtime(params.fitted_at)))
-        st.dataframe({"annotator": list(params.summary["annotator_accuracy"]),
-                      "estimated accuracy": list(params.summary["annotator_accuracy"].values())},
-                     hide_index=True)
+                   + time.strftime("%Y-%m-%d %H:%M", time.localtime(fit["fitted_at"])))
+        st.dataframe(fit["annotators"], hide_index=True)
+        if fit["model"]:
+            st.caption(fit["model"])
 
 report = agreement_report(store)
 fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"  # noqa: E731

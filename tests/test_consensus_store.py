@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from core.labels import engine as consensus_engine
 from core.labels.params import ConsensusParams, item_consensus, item_posterior
 from core.labels.methods import Vote
 from core.errors import ValidationError
@@ -52,7 +53,7 @@ def test_majority_leaves_ties_and_dawid_skene_resolves_them(crowd):
     assert {rows[i]["method"] for i in ids} == {"dawid_skene"}
     assert all(rows[i]["label"] == _truth(i) for i in ids), "the flipper's votes carry information once learned"
     assert all(rows[i]["confidence"] >= 0.9 and rows[i]["confirmed"] == 1 for i in ids)
-    params = crowd.consensus_settings()["params"]
+    params = consensus_engine.settings(crowd)["params"]
     assert params.method == "dawid_skene"
     assert np.asarray(params.confusions["flipper"])[0, 1] > 0.7  # says "neg" for a true "pos"
     conf_ids, labels = crowd.confirmed_labels()
@@ -82,13 +83,13 @@ def test_min_confidence_decides_what_is_confirmed(crowd):
     assert len(crowd.confirmed_labels()[0]) == 40
     with pytest.raises(ValidationError, match="min_confidence.*1.5"):
         crowd.set_setting("min_confidence", 1.5)
-    assert crowd.consensus_settings()["min_confidence"] == 0.5  # the bad value stored nothing
+    assert consensus_engine.settings(crowd)["min_confidence"] == 0.5  # the bad value stored nothing
 
 
 def test_unknown_method_is_refused_and_nothing_changes(crowd):
     with pytest.raises(ValidationError, match="consensus_method.*majority.*'crowdvote'"):
         crowd.set_setting("consensus_method", "crowdvote")
-    assert crowd.consensus_settings()["method"] == "majority"
+    assert consensus_engine.settings(crowd)["method"] == "majority"
 
 
 def test_model_aware_uses_the_newest_runs_probabilities(crowd, tmp_path):
@@ -102,11 +103,13 @@ def test_model_aware_uses_the_newest_runs_probabilities(crowd, tmp_path):
     (run_dir / "classes.json").write_text(json.dumps(["pos", "neg"]))
     crowd.publish_run(model="classifier", config={}, metrics={}, artefact_dir=run_dir, classes=["pos", "neg"],
                       item_ids=ids, labels=[_truth(i) for i in ids], confidences=proba.max(1))
-    out = crowd.refit_consensus("model_aware")
+    out = consensus_engine.refit(crowd, "model_aware")
     assert out["method"] == "model_aware" and out["n_items"] == 40
-    params = crowd.consensus_settings()["params"]
+    params = consensus_engine.settings(crowd)["params"]
     assert params.run_id == crowd.run()["id"]
-    assert params.weights["good"] > params.weights["flipper"]
+    acc = params.summary["annotator_accuracy"]
+    assert acc["good"] > 0.9 and acc["flipper"] < 0.1  # the flipper is known (and their votes used) as such
+    assert params.proba_source == "predictions"  # a run without train_item_ids: in-sample rows unknown
     rows = _rows(crowd)
     assert all(rows[i]["label"] == _truth(i) for i in ids[20:])
 
@@ -144,7 +147,7 @@ def test_training_records_the_consensus_method_and_confidence_weights(crowd):
 
 
 def test_adjudication_queue_puts_what_the_model_cannot_decide_first(crowd):
-    from core.views.analysis import disagreements
+    from core.views.consensus import disagreements
 
     ids = np.array(sorted(it.id for it in crowd.items()))
     tied = ids[20:]  # 1-1 ties: unconfirmed under majority vote
@@ -194,6 +197,6 @@ def test_cli_consensus_switches_method(crowd, capsys):
     assert main(["consensus", str(crowd.dir), "--method", "dawid_skene", "--min-confidence", "0.8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "dawid_skene" and out["n_confirmed"] == 40
-    assert crowd.consensus_settings()["min_confidence"] == 0.8
+    assert consensus_engine.settings(crowd)["min_confidence"] == 0.8
     assert main(["consensus", str(crowd.dir), "--min-confidence", "7"]) == 1
     assert "min_confidence" in capsys.readouterr().err

@@ -1,13 +1,15 @@
 """Fitted consensus parameters, and their application to one item's votes.
 
 The probabilistic methods of :mod:`core.labels.methods` (Dawid-Skene, model-aware) are fitted on the whole label
-matrix: annotator confusion matrices or weights, a class prior, the model's weight. Fitting takes seconds on
-a large project, so the store fits them on demand (before training, from the Consensus page, on a change of
-method) and keeps them in the project's settings. Every new vote then updates its item's consensus at once
-by applying the kept parameters to that item's votes: the same posterior the fit's last E-step gives.
+matrix: annotator confusion matrices, a class prior and, for model-aware, the model's weight and class bias.
+Fitting takes seconds on a large project, so the store fits them on demand (before training, from the
+Consensus page, on a change of method) and keeps them in the project's settings. Every new vote then updates
+its item's consensus at once by applying the kept parameters to that item's votes (and, for model-aware, to
+the item's out-of-sample model probabilities): the same posterior the fit's last E-step gives.
 
-An annotator the fit has not seen gets the prior's confusion matrix (Dawid-Skene) or the mean weight
-(model-aware). Adjudications override every method; machine labels never count.
+An annotator the fit has not seen gets the prior's confusion matrix. A model-aware fit kept from before
+out-of-sample EM (annotator weights, no confusion matrices) is applied as it was until the next refit.
+Adjudications override every method; machine labels never count.
 """
 from __future__ import annotations
 
@@ -34,10 +36,14 @@ class ConsensusParams:
     confusions : dict[str, list]       Dawid-Skene: annotator -> (K, K) P(says l | true k)
     default_confusion : list           (K, K) for annotators the fit did not see
     prior : list[float]                (K,) class prior (Dawid-Skene)
-    weights : dict[str, float]         model-aware: annotator -> weight
-    model_weight : float               model-aware: the model's weight
-    vote_likelihood : float            model-aware: P of a vote being right
+    model_weight : float               model-aware: beta, the weight of the model's log-probabilities
+    model_bias : list[float]           model-aware: (K,) per-class offset of the model's prior
+    weights : dict[str, float]         model-aware fits of schema 1 (before out-of-sample EM): annotator weights
+    vote_likelihood : float            idem: P of a vote being right
     run_id : int | None                the run whose probabilities the model-aware fit used
+    proba_source : str                 model-aware: "out_of_fold" (the run's out-of-fold probabilities for the
+                                       items it trained on, its predictions elsewhere), "predictions" (a run
+                                       without them) or "" (no run)
     fitted_at : float
     summary : dict                     JSON-able figures for the page (annotator accuracy, ...)
     """
@@ -50,7 +56,9 @@ class ConsensusParams:
     weights: dict[str, float] = field(default_factory=dict)
     model_weight: float = 0.0
     vote_likelihood: float = 0.7
+    model_bias: list[float] = field(default_factory=list)
     run_id: int | None = None
+    proba_source: str = ""
     fitted_at: float = 0.0
     summary: dict = field(default_factory=dict)
 
@@ -71,36 +79,52 @@ def fit_params(
     proba: np.ndarray | None = None,
     run_id: int | None = None,
     fitted_at: float = 0.0,
+    proba_source: str = "",
 ) -> tuple[cm.ConsensusTable, ConsensusParams]:
     """Fit ``method`` on the label matrix ``L`` (N, M) of ``annotators`` (M,).
 
-    ``proba`` (N, K) are the current model's probabilities for the rows of ``L`` (NaN rows where the model
-    did not see an item); the model-aware method without them weighs the votes alone.
+    ``proba`` (N, K) are the model's probabilities for the rows of ``L`` (NaN rows where the model did not
+    see an item), out-of-sample for the items the model trained on (``proba_source`` says which they are);
+    the model-aware method without them is Dawid-Skene.
     """
     check_choice("consensus", "method", method, METHODS)
     K = len(classes)
     if method == "majority":
         return cm.majority_vote(L, n_classes=K), ConsensusParams("majority", list(classes), fitted_at=fitted_at)
+    default = cm.confusion_prior(K, 1.0, 0.7)
     if method == "dawid_skene":
-        table, conf, prior = cm.dawid_skene(L, n_classes=K)
-        default = cm.confusion_prior(K, 1.0, 0.7)
-        params = ConsensusParams(
-            "dawid_skene", list(classes), confusions={a: conf[m].tolist() for m, a in enumerate(annotators)},
-            default_confusion=default.tolist(), prior=prior.tolist(), fitted_at=fitted_at,
-            summary={"annotator_accuracy": {a: float(np.diag(conf[m]) @ prior) for m, a in enumerate(annotators)}},
-        )
-        return table, params
-    if proba is None:
-        proba = np.full((len(L), K), np.nan)
-    table, w = cm.model_aware(L, proba, n_classes=K)
+        table, fit = cm.dawid_skene_fit(L, n_classes=K)
+    else:
+        if proba is None:
+            proba = np.full((len(L), K), np.nan)
+        _, K = cm._check_matrix(L, K)
+        fit = cm.em_fit(np.asarray(L, dtype=float), K, proba=proba)
+        table = cm._table(fit.posterior, cm.vote_counts(L, K), "model_aware", ties_to_none=False)
+    summary = {"annotator_accuracy": {a: _num(fit.annotator_accuracy[m]) for m, a in enumerate(annotators)},
+               "full_confusion": {a: bool(fit.full[m]) for m, a in enumerate(annotators)},
+               "n_iter": int(fit.n_iter)}
+    extra: dict = {}
+    if method == "model_aware":
+        summary.update({"model_accuracy": _num(fit.model_accuracy), "model_weight": _num(fit.model_weight),
+                        "proba_source": proba_source})
+        extra = {"model_weight": float(fit.model_weight), "model_bias": fit.model_bias.tolist(), "run_id": run_id,
+                 "proba_source": proba_source}
     params = ConsensusParams(
-        "model_aware", list(classes), weights={a: float(w["annotators"][m]) for m, a in enumerate(annotators)},
-        model_weight=float(w["model"]), vote_likelihood=float(w["vote_likelihood"]), run_id=run_id,
-        fitted_at=fitted_at,
-        summary={"annotator_accuracy": {a: _num(w["annotator_accuracy"][m]) for m, a in enumerate(annotators)},
-                 "model_accuracy": _num(w["model_accuracy"]), "baseline": _num(w["baseline"])},
-    )
+        method, list(classes), confusions={a: fit.confusions[m].tolist() for m, a in enumerate(annotators)},
+        default_confusion=default.tolist(), prior=fit.class_prior.tolist(), fitted_at=fitted_at, summary=summary,
+        **extra)
     return table, params
+
+
+def vote_accuracy(params: ConsensusParams) -> float:
+    """The chance that a further vote is right under ``params``: the fitted annotators' mean expected accuracy
+    (``diag(confusion) @ class prior``), or the vote likelihood of a schema-1 model-aware fit; 0.7 without."""
+    if params.confusions and params.prior:
+        prior = np.asarray(params.prior, dtype=float)
+        return float(np.mean([np.diag(np.asarray(c)) @ prior for c in params.confusions.values()]))
+    if params.method == "model_aware" and params.weights:
+        return float(params.vote_likelihood)
+    return 0.7
 
 
 def _num(x: float) -> float | None:
@@ -113,18 +137,26 @@ def item_posterior(params: ConsensusParams, votes: dict[str, int], proba_row: np
     Zeros when there is no information (no vote and, for model-aware, no model probabilities).
     """
     K = len(params.classes)
-    if params.method == "dawid_skene":
-        if not votes:
+    if params.method == "dawid_skene" or (params.method == "model_aware" and params.confusions):
+        has_model = (params.method == "model_aware" and proba_row is not None
+                     and np.isfinite(proba_row).all() and len(params.model_bias) == K)
+        if not votes and not has_model:
             return np.zeros(K)
-        log_post = np.log(np.asarray(params.prior, dtype=float))
+        if has_model:
+            q = np.asarray(proba_row, dtype=float)
+            q = q / max(q.sum(), 1e-12)
+            z = params.model_weight * cm.model_log_proba(q[None, :])[0] + np.asarray(params.model_bias)
+            log_post = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        else:
+            log_post = np.log(np.asarray(params.prior, dtype=float))
         default = np.asarray(params.default_confusion, dtype=float)
         for annotator, k in votes.items():
             conf = np.asarray(params.confusions[annotator]) if annotator in params.confusions else default
-            log_post += np.log(conf[:, k])
+            log_post = log_post + np.log(conf[:, k])
         log_post -= log_post.max()
         post = np.exp(log_post)
         return post / post.sum()
-    if params.method == "model_aware":
+    if params.method == "model_aware":  # a fit of schema 1 (weighted average), kept until the next refit
         P = params.vote_likelihood
         like = np.full((K, K), (1 - P) / max(K - 1, 1))
         np.fill_diagonal(like, P)

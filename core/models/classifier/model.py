@@ -22,11 +22,14 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from core.errors import JobCancelled, TrainingError, check_param
+from core.models.classifier.faiss_knn import FaissKNNClassifier
 from core.models.classifier.linear_svm import TorchLinearSVM
 from core.models.classifier.mlp import TorchMLP
 
 FAMILIES = ("knn", "linear_svm", "mlp")
 Progress = Callable[[dict], None]
+#: k-NN runs on faiss (same predictions as sklearn) from this many training rows on; see bench/bench_faiss_knn.py
+FAISS_KNN_MIN_TRAIN = 1000
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ def _candidates(config: ClassifierConfig, n_train_min: int, device: str) -> list
     if "knn" in config.families:
         for k in config.knn_k:
             if k <= n_train_min:
-                est = make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=int(k), weights="distance"))
+                knn = FaissKNNClassifier if n_train_min >= FAISS_KNN_MIN_TRAIN else KNeighborsClassifier
+                est = make_pipeline(Normalizer(), knn(n_neighbors=int(k), weights="distance"))
                 out.append(("knn", {"k": int(k)}, est))
     if "linear_svm" in config.families:
         for c in config.svm_C:
@@ -83,6 +87,11 @@ class FeatureClassifier:
     best_ : dict            family, params and mean cross-validated macro-F1 of the chosen candidate
     cv_results_ : list[dict] every candidate's fold scores
     estimator_ : the refit estimator
+    oof_proba_ : ndarray (n, k) float32
+                            the chosen candidate's out-of-fold probabilities for the training rows (each row
+                            from the fold model that did not see it; NaN where no fold predicted it): what
+                            the model-aware consensus grades the model on, since ``predict_proba`` on the
+                            training rows is in-sample (a 1-NN is right on every one)
     """
 
     def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, device: str = "cpu"):
@@ -135,8 +144,10 @@ class FeatureClassifier:
             if should_cancel is not None and should_cancel():
                 raise JobCancelled("cancelled during cross-validation")
 
+        oof_best, key_best = None, None
         for family, params, est in cands:
             scores = []
+            oof = np.full((len(y), len(classes)), np.nan, dtype=np.float32)
             t_cand = time.perf_counter()
             fit_params = {"torchmlp__on_epoch": check_cancel} if family == "mlp" else {}
             for train, test in folds:
@@ -147,6 +158,7 @@ class FeatureClassifier:
                                        **_weight_params(family, None if sample_weight is None else sample_weight[train]))
                 scores.append(float(f1_score(y[test], model.predict(X[test]), average="macro", labels=classes,
                                              zero_division=0)))
+                oof[test] = estimator_proba(model, X[test], classes)
                 step += 1
                 if progress is not None:
                     progress({"step": step, "total": total, "phase": f"cv {family} {params}",
@@ -154,10 +166,14 @@ class FeatureClassifier:
             self.cv_results_.append({"family": family, "params": params, "fold_macro_f1": scores,
                                      "mean_macro_f1": float(np.mean(scores)) if scores else float("nan"),
                                      "seconds": round(time.perf_counter() - t_cand, 3)})
+            key = _selection_key(self.cv_results_[-1])
+            if scores and (key_best is None or key > key_best):  # strict: the first best wins, as max() below
+                oof_best, key_best = oof, key
         scored = [r for r in self.cv_results_ if r["fold_macro_f1"]]
         if not scored:
             raise TrainingError("No candidate could be cross-validated: label more items of each class.")
-        best = max(scored, key=lambda r: (r["mean_macro_f1"], -FAMILIES.index(r["family"])))
+        best = max(scored, key=_selection_key)
+        self.oof_proba_ = oof_best
         self.best_ = {**best, "n_splits": n_splits, "cv_seconds": time.perf_counter() - t0}
         est = next(e for f, p, e in cands if f == best["family"] and p == best["params"])
         self.estimator_ = self._refit(clone(est), X, y, counts, _weight_params(best["family"], sample_weight))
@@ -179,18 +195,7 @@ class FeatureClassifier:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (n, k), columns in the order of ``classes_``."""
-        est = self.estimator_
-        if hasattr(est, "predict_proba"):
-            p = est.predict_proba(X)
-        else:  # a linear SVM with too few labels to calibrate: softmax of its decision values
-            d = est.decision_function(X)
-            if d.ndim == 1:
-                d = np.stack([-d, d], axis=1)
-            d = d - d.max(axis=1, keepdims=True)
-            p = np.exp(d) / np.exp(d).sum(axis=1, keepdims=True)
-        cols = list(est.classes_)
-        order = [cols.index(c) for c in self.classes_]
-        return np.asarray(p, dtype=np.float32)[:, order]
+        return estimator_proba(self.estimator_, X, self.classes_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
@@ -207,6 +212,33 @@ class FeatureClassifier:
             "cv_results": [{k: r[k] for k in ("family", "params", "mean_macro_f1", "seconds")} for r in self.cv_results_],
             "config": asdict(self.config),
         }
+
+
+def _selection_key(result: dict) -> tuple[float, int]:
+    """How candidates rank: mean CV macro-F1, then the earlier family in :data:`FAMILIES`."""
+    return (result["mean_macro_f1"], -FAMILIES.index(result["family"]))
+
+
+def estimator_proba(est, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, len(classes)) float32 of a fitted estimator, columns in the order of ``classes``.
+
+    A class the estimator did not see (a fold without it) gets probability 0. An estimator without
+    ``predict_proba`` (a linear SVM with too few labels to calibrate) gives the softmax of its decision values.
+    """
+    if hasattr(est, "predict_proba"):
+        p = est.predict_proba(X)
+    else:
+        d = est.decision_function(X)
+        if d.ndim == 1:
+            d = np.stack([-d, d], axis=1)
+        d = d - d.max(axis=1, keepdims=True)
+        p = np.exp(d) / np.exp(d).sum(axis=1, keepdims=True)
+    cols = {c: j for j, c in enumerate(est.classes_)}
+    out = np.zeros((len(X), len(classes)), dtype=np.float32)
+    for j, c in enumerate(classes):
+        if c in cols:
+            out[:, j] = p[:, cols[c]]
+    return out
 
 
 def _weight_params(family: str, sample_weight: np.ndarray | None) -> dict:
