@@ -23,9 +23,11 @@ def open_store(path: str) -> Store:
 def sidebar() -> None:
     """Project picker and the annotator's name (asked once, kept for the session)."""
     with st.sidebar:
-        projects = [str(p) for p in discover_projects(projects_root())]
+        # absolute paths on both sides: a store's dir is resolved, the projects root may be relative
+        projects = [str(p.resolve()) for p in discover_projects(projects_root())]
         if projects:
             current = st.session_state.get("project")
+            current = str(Path(current).resolve()) if current else None
             index = projects.index(current) if current in projects else 0
             st.session_state["project"] = st.selectbox("Project", projects, index=index,
                                                       format_func=lambda p: Path(p).name)

@@ -1,11 +1,15 @@
-"""Home: create or import a project, and its overview (items, labels, agreement, model, jobs)."""
+"""Home: create or import a project, and its overview (items, labels, agreement, model, jobs).
+
+Import runs as a job of the worker (decoding every file is too slow for the script thread); the page queues
+it and polls its progress.
+"""
 import pandas as pd
 import streamlit as st
 
 from core.jobs import queue as jobs
 from core.errors import LabelToolError
-from core.views.analysis import confirmed_rule
-from core.io.ingest import import_source, parse_labels
+from core.views.consensus import confirmed_rule
+from core.io.ingest import parse_labels, request_import
 from core.store.project_store import Store
 from pages.common import current_store, projects_root
 
@@ -39,16 +43,41 @@ with st.expander("Import items"):
         if st.form_submit_button("Import") and source:
             label_mode = {"nothing": None, "initial labels": "initial"}.get(mode, "reference")
             try:
-                with st.spinner("Checking and importing files..."):
-                    report = import_source(store, source, labels_from_folders=label_mode, annotator=annotator)
-                jobs.request_job(store, "features", {}, requested_by=st.session_state.get("annotator") or None)
-                st.success(f"Imported {report.added} items ({report.already_present} already present, "
-                           f"{report.skipped} rows skipped, {report.annotations} labels). Features are being "
-                           "computed in the background.")
-                if report.problems:
-                    st.dataframe(pd.DataFrame(report.problems), hide_index=True, width="stretch")
+                job_id, _ = request_import(store, source, labels_from_folders=label_mode, annotator=annotator,
+                                           requested_by=st.session_state.get("annotator") or None)
+                st.session_state["import_job"] = {"project": str(store.dir), "id": job_id}
             except LabelToolError as exc:
                 st.error(str(exc))
+
+
+@st.fragment(run_every=1)
+def import_panel() -> None:
+    """The running or queued import job, else the one this session asked for, with its progress."""
+    job = jobs.active_job(store, "import")
+    mine = st.session_state.get("import_job")
+    if job is None and mine and mine["project"] == str(store.dir):
+        job = jobs.get_job(store, mine["id"])
+    if job is None:
+        return
+    p = job["progress"]
+    if job["status"] in ("queued", "running"):
+        wait = " (waiting for the worker: `make run` starts it)" if job["status"] == "queued" else ""
+        st.info(f"Import job {job['id']} is {job['status']}{wait}" + (f": {p['phase']}" if p.get("phase") else ""))
+        if p.get("total"):
+            st.progress(min(1.0, p.get("step", 0) / p["total"]), text=f"{p.get('step', 0)}/{p['total']} files"
+                        + (f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") else ""))
+        st.button("Cancel import", key=f"cancel-import-{job['id']}", on_click=jobs.request_cancel,
+                  args=(store, job["id"]))
+    elif job["status"] == "done":
+        st.success(job["message"])
+        problems = (p.get("report") or {}).get("problems")
+        if problems:
+            st.dataframe(pd.DataFrame(problems), hide_index=True, width="stretch")
+    else:
+        st.error(f"Import job {job['id']} {job['status']}: {job['message']}")
+
+
+import_panel()
 
 
 @st.fragment(run_every=3)

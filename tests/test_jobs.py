@@ -38,7 +38,7 @@ def test_requests_coalesce_and_one_training_job_runs_at_a_time(project):
     c, merged3 = jobs.request_job(project, "train", {})  # while one runs: a new queued job
     assert c != a and not merged3
     assert jobs.claim_next(project) is None  # not while the first runs
-    jobs.finish(project, a, "done")
+    assert jobs.finish(project, a, "done", claim=job["claim"])
     assert jobs.claim_next(project)["id"] == c
 
 

@@ -16,6 +16,9 @@ Manifest columns (CSV with a header, or JSON Lines):
 ``meta.<name>``    any other value, kept in the item's metadata
 =================  =====================================================================
 A path may repeat on several rows with different annotators: each row is one more vote for that item.
+
+The web app does not import in its script thread: :func:`request_import` queues an ``import`` job, which the
+worker runs through :func:`run_import_job`, reporting progress in the job row.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from core.io import media
-from core.errors import ValidationError, check_choice
+from core.errors import JobCancelled, ValidationError, check_choice, check_param
 from core.store.project_store import Store, validate_label_name
 
 MANIFEST_COLUMNS = ("path", "text", "label", "annotator", "group", "identity", "reference_label")
@@ -54,6 +57,11 @@ class ImportReport:
 
     def problem(self, row: int, path: str | None, problem: str, detail: str) -> None:
         self.problems.append({"row": row, "path": path, "problem": problem, "detail": detail})
+
+    def summary(self) -> str:
+        """One line for people: what was added, present, skipped, labelled."""
+        return (f"Imported {self.added} items ({self.already_present} already present, {self.skipped} rows skipped, "
+                f"{self.annotations} labels)")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,91 @@ def import_source(
                                progress=progress)
     return import_folder(store, source, labels_from_folders=labels_from_folders, annotator=annotator,
                          add_labels=add_labels, progress=progress)
+
+
+def request_import(
+    store: Store,
+    source: str | Path,
+    *,
+    manifest: bool | None = None,
+    labels_from_folders: str | None = None,
+    media_root: str | Path | None = None,
+    annotator: str = DEFAULT_ANNOTATOR,
+    add_labels: bool = False,
+    requested_by: str | None = None,
+) -> tuple[int, bool]:
+    """Queue an ``import`` job for the worker (the arguments of :func:`import_source`); returns
+    ``(job_id, coalesced)`` as :func:`core.jobs.queue.request_job` does.
+
+    Only the cheap checks run here (the source exists, the label mode is known); paths are made absolute,
+    since the worker may run in another folder.
+    """
+    from core.jobs import queue as jobs
+
+    params = _import_params({"source": str(source), "manifest": manifest, "labels_from_folders": labels_from_folders,
+                             "media_root": None if media_root is None else str(media_root), "annotator": annotator,
+                             "add_labels": add_labels})
+    return jobs.request_job(store, "import", params, requested_by=requested_by)
+
+
+def _import_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate an import job's parameters; returns them with absolute paths."""
+    known = ("source", "manifest", "labels_from_folders", "media_root", "annotator", "add_labels")
+    unknown = sorted(set(params) - set(known))
+    check_param("the import job", "params", unknown, not unknown, f"made of {', '.join(known)}")
+    source = params.get("source")
+    check_param("import", "source", source, isinstance(source, str) and Path(source).exists(),
+                "an existing folder or manifest file on the server")
+    check_choice("import", "labels_from_folders", params.get("labels_from_folders"), LABEL_MODES)
+    check_param("import", "manifest", params.get("manifest"), params.get("manifest") in (None, True, False),
+                "true, false or null (guess from the suffix)")
+    annotator = params.get("annotator", DEFAULT_ANNOTATOR)
+    check_param("import", "annotator", annotator, isinstance(annotator, str) and 0 < len(annotator.strip()) <= 100,
+                "a non-empty name of at most 100 characters")
+    root = params.get("media_root")
+    check_param("import", "media_root", root, root is None or (isinstance(root, str) and Path(root).is_dir()),
+                "an existing folder, or null for the manifest's folder")
+    return {"source": str(Path(source).resolve()), "manifest": params.get("manifest"),
+            "labels_from_folders": params.get("labels_from_folders"),
+            "media_root": None if root is None else str(Path(root).resolve()), "annotator": annotator.strip(),
+            "add_labels": bool(params.get("add_labels", False))}
+
+
+def run_import_job(
+    store: Store,
+    params: dict[str, Any],
+    *,
+    progress: Callable[[dict], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ImportReport:
+    """Run an ``import`` job's work: :func:`import_source` with progress as job-row dicts.
+
+    ``progress`` receives ``{"phase": "check files", "step": k, "total": n}`` while files are decoded, then
+    ``{"phase": "done", "step": n, "total": n, "report": {...}}`` with the counts and the first 200 problems.
+    ``should_cancel`` is polled at each progress step; the import then stops before writing anything
+    (:class:`~core.errors.JobCancelled`).
+    """
+    p = _import_params(params)
+    total_seen = {"n": 0}
+
+    def on_files(k: int, total: int) -> None:
+        total_seen["n"] = total
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("import cancelled on request; nothing was imported")
+        if progress is not None:
+            progress({"phase": "check files", "step": k, "total": total})
+
+    if progress is not None:
+        progress({"phase": "list files", "step": 0, "total": 1})
+    report = import_source(store, p["source"], manifest=p["manifest"], labels_from_folders=p["labels_from_folders"],
+                           media_root=p["media_root"], annotator=p["annotator"], add_labels=p["add_labels"],
+                           progress=on_files)
+    if progress is not None:
+        d = report.as_dict()
+        d["problems"] = d["problems"][:200]
+        n = total_seen["n"]
+        progress({"phase": "done", "step": n, "total": n, "report": d})
+    return report
 
 
 def import_folder(
@@ -316,11 +409,15 @@ def _import_candidates(
 
     results = []
     total = len(checked)
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    every = max(1, min(500, total // 50))  # about 50 progress reports, at least one per 500 files
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
         for k, res in enumerate(pool.map(check, checked), start=1):
             results.append(res)
-            if progress and (k % 500 == 0 or k == total):
+            if progress and (k % every == 0 or k == total):
                 progress(k, total)
+    finally:  # a progress callback that raises (cancel) must not wait for every remaining file
+        pool.shutdown(wait=True, cancel_futures=True)
 
     # 3. labels
     label_set = set(store.labels())

@@ -2,9 +2,18 @@
 
 "Retrain now" calls :func:`request_job`; a worker process claims the job with :func:`claim_next` inside a
 write transaction, heartbeats, reports progress, and finishes it. One training job per project runs at a
-time; further requests while one is queued are coalesced into the queued one (its ``requests`` count
-grows). A job whose worker died (kill -9, power cut) keeps a stale heartbeat: :func:`recover_stale` marks
+time. A request identical to a queued one (same kind, same parameters) is coalesced into it (its
+``requests`` count grows); any other request is queued after it, with a message naming the job it waits
+behind. A job whose worker died (kill -9, power cut) keeps a stale heartbeat: :func:`recover_stale` marks
 it failed, and the previous run stays in service because a run is only published at the very end.
+
+A claim carries a random token (``jobs.claim``). Heartbeat, progress, publish (through
+:func:`claim_checker`, called by training inside the publish transaction) and finish are conditional on
+the job still being ``running`` under this token: a worker whose job was declared dead by another worker
+gets :class:`ClaimLost` (a :class:`~core.errors.JobCancelled`), stops the job, publishes nothing and leaves
+the job row as the other worker wrote it. A job counts as dead after :func:`stale_after_s` without a
+heartbeat, a rule derived from the store's busy timeout: a live worker's heartbeat may wait that long for
+the write lock.
 
 This module and :mod:`core.store.project_store` are the only ones that write SQL.
 """
@@ -13,19 +22,42 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
-from typing import Any
+import uuid
+from typing import Any, Callable
 
-from core.errors import ValidationError, check_choice
+from core.errors import JobCancelled, ValidationError, check_choice
+from core.store import project_store
 from core.store.project_store import Store, now
 
-JOB_KINDS = ("train", "features")
-STALE_AFTER_S = 30.0
+JOB_KINDS = ("train", "features", "import")
 HEARTBEAT_EVERY_S = 2.0
 
 
+class ClaimLost(JobCancelled):
+    """This worker no longer holds the job (another worker declared it dead); stop it and write nothing."""
+
+
+def stale_after_s(busy_timeout_s: float | None = None) -> float:
+    """Seconds without a heartbeat after which a running job counts as dead: the one rule for it.
+
+    A live worker's heartbeat is due every :data:`HEARTBEAT_EVERY_S` and may then wait up to the store's
+    busy timeout for the write lock (``busy_timeout_s``, default the store's ``BUSY_TIMEOUT_S`` as it is now),
+    so a job is only declared dead after that wait plus two heartbeat intervals.
+    """
+    busy = project_store.BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
+    return float(busy) + 3 * HEARTBEAT_EVERY_S
+
+
+STALE_AFTER_S = stale_after_s()
+
+
 def request_job(store: Store, kind: str, params: dict | None = None, *, requested_by: str | None = None) -> tuple[int, bool]:
-    """Queue a job, or join the one already queued of the same kind.
+    """Queue a job, or join the queued one of the same kind with the same parameters.
+
+    A request with other parameters is a job of its own, queued after the others; its message names the
+    job it waits behind, so the queue is visible in the job list.
 
     Returns
     -------
@@ -35,18 +67,24 @@ def request_job(store: Store, kind: str, params: dict | None = None, *, requeste
     params_json = json.dumps(params or {}, sort_keys=True)
     with store.transaction() as conn:
         row = conn.execute(
-            "SELECT id FROM jobs WHERE kind = ? AND status = 'queued' ORDER BY id LIMIT 1", (kind,)
+            "SELECT id FROM jobs WHERE kind = ? AND status = 'queued' AND params = ? ORDER BY id LIMIT 1",
+            (kind, params_json),
         ).fetchone()
         if row is not None:
             conn.execute(
-                "UPDATE jobs SET requests = requests + 1, params = ?, requested_by = COALESCE(?, requested_by) "
-                "WHERE id = ?",
-                (params_json, requested_by, row[0]),
+                "UPDATE jobs SET requests = requests + 1, requested_by = COALESCE(?, requested_by) WHERE id = ?",
+                (requested_by, row[0]),
             )
             return row[0], True
+        ahead = conn.execute(
+            "SELECT id, status FROM jobs WHERE kind = ? AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        message = None if ahead is None else f"queued after {ahead['status']} {kind} job {ahead['id']} (other parameters)"
         cur = conn.execute(
-            "INSERT INTO jobs (kind, params, status, requested_by, created_at) VALUES (?, ?, 'queued', ?, ?)",
-            (kind, params_json, requested_by, now()),
+            "INSERT INTO jobs (kind, params, status, message, requested_by, created_at) "
+            "VALUES (?, ?, 'queued', ?, ?, ?)",
+            (kind, params_json, message, requested_by, now()),
         )
         return cur.lastrowid, False
 
@@ -73,25 +111,56 @@ def claim_next(store: Store, *, job_id: int | None = None) -> dict | None:
         t = now()
         conn.execute(
             "UPDATE jobs SET status = 'running', pid = ?, host = ?, started_at = ?, heartbeat_at = ?, "
-            "progress = ? WHERE id = ?",
-            (os.getpid(), socket.gethostname(), t, t, json.dumps({"phase": "starting"}), row["id"]),
+            "progress = ?, message = NULL, claim = ? WHERE id = ?",
+            (os.getpid(), socket.gethostname(), t, t, json.dumps({"phase": "starting"}), uuid.uuid4().hex,
+             row["id"]),
         )
     return get_job(store, row["id"])
 
 
-def heartbeat(store: Store, job_id: int) -> bool:
-    """Refresh the job's heartbeat; returns whether cancellation was requested."""
+def assert_claim(conn: sqlite3.Connection, job_id: int, claim: str) -> None:
+    """Raise :class:`ClaimLost` unless the job is running under ``claim``; call it inside the transaction
+    whose writes must only happen while this worker holds the job (it then holds the write lock, so the
+    answer stays true until COMMIT)."""
+    row = conn.execute("SELECT status, claim FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None or row["status"] != "running" or row["claim"] != claim:
+        state = "gone" if row is None else f"{row['status']}" + ("" if row["claim"] == claim else ", claimed by another worker")
+        raise ClaimLost(f"job {job_id} is no longer this worker's ({state}); its result is dropped")
+
+
+def publisher(job_id: int, claim: str) -> Callable[[sqlite3.Connection, int], None]:
+    """The hook training calls inside its publish transaction: :func:`assert_claim`, then the job is marked
+    done with the run it published, in that same transaction (so a published run never sits on a job another
+    worker marked failed, and :func:`finish` afterwards finds nothing to do)."""
+    def on_publish(conn: sqlite3.Connection, run_id: int) -> None:
+        assert_claim(conn, job_id, claim)
+        t = now()
+        conn.execute("UPDATE jobs SET status = 'done', message = ?, finished_at = ?, heartbeat_at = ? WHERE id = ?",
+                     (f"published run {run_id}", t, t, job_id))
+    return on_publish
+
+
+def heartbeat(store: Store, job_id: int, claim: str) -> bool:
+    """Refresh the job's heartbeat; returns whether cancellation was requested.
+
+    Raises :class:`ClaimLost` when the job is no longer running under ``claim``.
+    """
     with store.transaction() as conn:
-        conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (now(), job_id))
+        cur = conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND claim = ?",
+                           (now(), job_id, claim))
+        if cur.rowcount != 1:
+            assert_claim(conn, job_id, claim)
         row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return bool(row and row[0])
 
 
-def set_progress(store: Store, job_id: int, progress: dict[str, Any], message: str | None = None) -> None:
+def set_progress(store: Store, job_id: int, progress: dict[str, Any], message: str | None = None, *,
+                 claim: str) -> None:
     """Record progress (step, total, loss, phase, eta_s); without an ETA from the caller one is derived
-    from the time since the job started."""
+    from the time since the job started. Raises :class:`ClaimLost` when the job is no longer ours."""
     prog = dict(progress)
     with store.transaction() as conn:
+        assert_claim(conn, job_id, claim)
         row = conn.execute("SELECT started_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
         t = now()
         step, total = prog.get("step"), prog.get("total")
@@ -106,14 +175,21 @@ def set_progress(store: Store, job_id: int, progress: dict[str, Any], message: s
         )
 
 
-def finish(store: Store, job_id: int, status: str, message: str | None = None) -> None:
-    """Mark a job done, failed or cancelled."""
+def finish(store: Store, job_id: int, status: str, message: str | None = None, *, claim: str) -> bool:
+    """Mark a job done, failed or cancelled, if it is still running under ``claim``.
+
+    Returns whether it was: False means another worker had declared the job dead, and the row keeps what
+    that worker wrote.
+    """
     check_choice("job", "status", status, ("done", "failed", "cancelled"))
     with store.transaction() as conn:
-        conn.execute(
-            "UPDATE jobs SET status = ?, message = ?, finished_at = ?, heartbeat_at = ? WHERE id = ?",
-            (status, message, now(), now(), job_id),
+        t = now()
+        cur = conn.execute(
+            "UPDATE jobs SET status = ?, message = ?, finished_at = ?, heartbeat_at = ? "
+            "WHERE id = ? AND status = 'running' AND claim = ?",
+            (status, message, t, t, job_id, claim),
         )
+        return cur.rowcount == 1
 
 
 def request_cancel(store: Store, job_id: int) -> str:
@@ -153,12 +229,13 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
-def recover_stale(store: Store, *, stale_after: float = STALE_AFTER_S) -> list[int]:
+def recover_stale(store: Store, *, stale_after: float | None = None) -> list[int]:
     """Mark failed every running job whose worker is gone; returns their ids.
 
     A worker is gone when its process no longer exists on this host, or when its heartbeat is older than
-    ``stale_after`` seconds (a worker on another host, or a hung one).
+    ``stale_after`` seconds (default :func:`stale_after_s`: a worker on another host, or a hung one).
     """
+    stale_after = stale_after_s() if stale_after is None else stale_after
     failed = []
     host = socket.gethostname()
     with store.transaction() as conn:
@@ -188,6 +265,12 @@ def list_jobs(store: Store, *, limit: int = 20, status: str | None = None) -> li
     q = "SELECT * FROM jobs" + (" WHERE status = ?" if status else "") + " ORDER BY id DESC LIMIT ?"
     args = (status, limit) if status else (limit,)
     return [_job_dict(r) for r in store.conn.execute(q, args)]
+
+
+def queued_jobs(store: Store, kind: str = "train") -> list[dict]:
+    """The queued jobs of ``kind``, in the order the worker will claim them (oldest first)."""
+    rows = store.conn.execute("SELECT * FROM jobs WHERE kind = ? AND status = 'queued' ORDER BY id", (kind,))
+    return [_job_dict(r) for r in rows]
 
 
 def active_job(store: Store, kind: str = "train") -> dict | None:

@@ -3,7 +3,10 @@
 ``python -m core worker [PATH]`` serves one project (PATH holds project.db) or every project found in the
 folder PATH (rescanned, so projects created later are served too). At start, and then periodically, jobs
 left running by a dead worker are marked failed. While a job runs, a heartbeat thread refreshes the job
-row every couple of seconds and notices cancel requests.
+row every couple of seconds and notices cancel requests, and that the job is no longer this worker's
+(another worker declared it dead): the job is then stopped and its result dropped (see
+:mod:`core.jobs.queue`). Job kinds: ``train`` (publishes a run), ``features`` and ``import`` (a folder or a
+manifest, with progress; it queues the features job when it added items).
 """
 from __future__ import annotations
 
@@ -32,55 +35,82 @@ def discover_projects(path: Path) -> list[Path]:
 
 
 class _Heartbeat(threading.Thread):
-    """Refreshes a running job's heartbeat and turns a cancel request into an Event."""
+    """Refreshes a running job's heartbeat; turns a cancel request, or the loss of the job to another
+    worker, into the ``cancel`` Event (``lost`` tells the two apart)."""
 
-    def __init__(self, store: Store, job_id: int, every: float = jobs.HEARTBEAT_EVERY_S):
+    def __init__(self, store: Store, job_id: int, claim: str, every: float | None = None):
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.store, self.job_id, self.every = store, job_id, every
+        self.store, self.job_id, self.claim = store, job_id, claim
+        self.every = jobs.HEARTBEAT_EVERY_S if every is None else every
         self.stop = threading.Event()
         self.cancel = threading.Event()
+        self.lost = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
             try:
-                if jobs.heartbeat(self.store, self.job_id):
+                if jobs.heartbeat(self.store, self.job_id, self.claim):
                     self.cancel.set()
+            except jobs.ClaimLost as exc:
+                log.warning("%s: stopping it", exc)
+                self.lost.set()
+                self.cancel.set()
+                return
             except Exception:  # a failed heartbeat must not kill the job; the next one retries
                 log.exception("heartbeat of job %s failed", self.job_id)
 
 
-def run_job(store: Store, job: dict) -> str:
-    """Run one claimed job to its end; returns the final status (done, failed or cancelled)."""
-    from core.models.training import ensure_features, train_model
+def _run_kind(store: Store, job: dict, progress, should_cancel, on_publish) -> str:
+    """Run the job's work; returns its message. Raises what the work raises."""
+    params = dict(job["params"])
+    if job["kind"] == "train":
+        from core.models.training import train_model
 
-    hb = _Heartbeat(store, job["id"])
+        run_id = train_model(
+            store, params.pop("model", "classifier"), params=params.pop("params", {}),
+            device=params.pop("device", None), extractor=params.pop("extractor", None), job_id=job["id"],
+            progress=progress, should_cancel=should_cancel, on_publish=on_publish,
+        )
+        return f"published run {run_id}"
+    if job["kind"] == "features":
+        from core.device import resolve_device
+        from core.models.training import ensure_features
+
+        fm = ensure_features(store, extractor=params.get("extractor"), device=resolve_device(params.get("device")),
+                             progress=progress, should_cancel=should_cancel)
+        return f"features of {len(fm.ids)} items ({len(fm.failures)} failed)"
+    if job["kind"] == "import":
+        from core.io.ingest import run_import_job
+
+        report = run_import_job(store, params, progress=progress, should_cancel=should_cancel)
+        if report.added:
+            jobs.request_job(store, "features", {}, requested_by=job.get("requested_by"))
+        return report.summary() + (". Features are being computed in the background." if report.added else "")
+    raise LabelToolError(f"unknown job kind {job['kind']!r}; known: {', '.join(jobs.JOB_KINDS)}")
+
+
+def run_job(store: Store, job: dict) -> str:
+    """Run one claimed job to its end; returns the final status (done, failed or cancelled), or ``lost``
+    when another worker declared the job dead meanwhile (its row then keeps what that worker wrote)."""
+    claim = job["claim"]
+    hb = _Heartbeat(store, job["id"], claim)
     hb.start()
 
     def progress(info: dict) -> None:
-        jobs.set_progress(store, job["id"], info)
+        jobs.set_progress(store, job["id"], info, claim=claim)
 
     def should_cancel() -> bool:
         return hb.cancel.is_set() or jobs.is_cancel_requested(store, job["id"])
 
-    params = dict(job["params"])
     try:
-        if job["kind"] == "train":
-            run_id = train_model(
-                store, params.pop("model", "classifier"), params=params.pop("params", {}),
-                device=params.pop("device", None), extractor=params.pop("extractor", None), job_id=job["id"],
-                progress=progress, should_cancel=should_cancel,
-            )
-            status, message = "done", f"published run {run_id}"
-        elif job["kind"] == "features":
-            from core.device import resolve_device
-
-            fm = ensure_features(store, extractor=params.get("extractor"), device=resolve_device(params.get("device")),
-                                 progress=progress, should_cancel=should_cancel)
-            status, message = "done", f"features of {len(fm.ids)} items ({len(fm.failures)} failed)"
-        else:
-            status, message = "failed", f"unknown job kind {job['kind']!r}"
-    except JobCancelled:
-        status, message = "cancelled", "cancelled on request; the previous model stays in service"
+        message = _run_kind(store, job, progress, should_cancel, jobs.publisher(job["id"], claim))
+        status = "done"
+        if job["kind"] == "train":  # the publish transaction marked it done (jobs.publisher)
+            return status
+    except JobCancelled as exc:
+        status = "cancelled"
+        message = ("cancelled on request; the previous model stays in service"
+                   if job["kind"] == "train" and not isinstance(exc, jobs.ClaimLost) else str(exc))
     except LabelToolError as exc:
         status, message = "failed", str(exc)
     except Exception as exc:  # report any crash in the job row instead of killing the worker
@@ -89,7 +119,10 @@ def run_job(store: Store, job: dict) -> str:
     finally:
         hb.stop.set()
         hb.join(timeout=5)
-    jobs.finish(store, job["id"], status, message)
+    if not jobs.finish(store, job["id"], status, message, claim=claim):
+        log.warning("job %s was declared dead by another worker while it ran (%s); its result is dropped",
+                    job["id"], message)
+        return "lost"
     return status
 
 
@@ -108,7 +141,7 @@ def serve(path: Path, *, poll: float = 0.5, once: bool = False, stop: threading.
                 stores[pdir] = Store(pdir)
                 for jid in jobs.recover_stale(stores[pdir]):
                     log.warning("job %s of %s was left running by a dead worker: marked failed", jid, pdir)
-        if time.monotonic() - last_recover > jobs.STALE_AFTER_S:
+        if time.monotonic() - last_recover > jobs.stale_after_s():
             last_recover = time.monotonic()
             for store in stores.values():
                 jobs.recover_stale(store)
