@@ -4,7 +4,7 @@ import streamlit as st
 
 import plotly.express as px
 
-from core.views.analysis import cluster_label_confusion, cluster_members, cluster_summary, label_cluster, merge_clusters
+from core.views.clusters import cluster_label_confusion, cluster_members, cluster_summary, label_cluster, merge_clusters
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -46,6 +46,6 @@ with c1:
 with c2:
     to_merge = st.multiselect("Merge clusters", clusters)
     if st.button("Merge", disabled=len(to_merge) < 2):
-        target = merge_clusters(store, run["id"], to_merge)
+        target = merge_clusters(store, run["id"], to_merge, merged_by=annotator or None)
         st.success(f"Merged {to_merge} into cluster {target}.")
         st.rerun()

@@ -4,7 +4,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.views.analysis import accept_pseudo_labels, candidates, pseudo_label_rounds, pseudo_label_summary
+from core.views.pseudo_labels import (accept_pseudo_labels, accept_refusal, candidates, pseudo_label_rounds,
+                                      pseudo_label_summary)
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -39,8 +40,11 @@ item_grid(store, [c[0] for c in picked], captions={c[0]: f"{c[1]} {c[2]:.2f}" fo
 
 annotator = st.session_state.get("annotator", "")
 total = int(gains["gain"].sum()) if not gains.empty else 0
-if st.button(f"Accept {total} pseudo-labels", type="primary", disabled=not annotator or total == 0,
-             help=None if annotator else "enter your name in the sidebar first"):
+refusal = accept_refusal(run)
+if refusal:
+    st.warning(f"These pseudo-labels cannot be accepted: {refusal}.")
+if st.button(f"Accept {total} pseudo-labels", type="primary", disabled=not annotator or total == 0 or bool(refusal),
+             help=refusal or (None if annotator else "enter your name in the sidebar first")):
     n = accept_pseudo_labels(store, run["id"], threshold, annotator=annotator)
     st.success(f"Recorded {n} labels as one bulk action by {annotator} (undo from the Label page or below).")
 if annotator and st.button("Undo my last action"):

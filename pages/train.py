@@ -5,17 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from core.jobs import queue as jobs
-from core.views.analysis import compare_runs
+from core.views.runs import compare_runs
 from core.models import MODELS
 from pages.common import require_store
 
 store = require_store()
 st.title("Train")
-HELP = {"classifier": "k-NN / linear SVM / MLP on cached features, grid-searched by macro-F1",
-        "dec": "semi-supervised multi-modal Deep Embedded Clustering (trains with or without labels)",
-        "pseudo_label": "fine-tunes a pretrained CNN on the media, then rounds of confident pseudo-labels",
-        "pseudo_label_head": "the light pseudo-labelling variant: a head on cached features"}
-model = st.selectbox("Model", list(MODELS), format_func=lambda m: f"{m} — {HELP[m]}" if m in HELP else m)
+model = st.selectbox("Model", list(MODELS), format_func=lambda m: f"{m} — {MODELS[m].description}")
 with st.expander("Model parameters (JSON)"):
     raw = st.text_area("Parameters", "{}", help='e.g. {"rounds": 3, "threshold": 0.99} for pseudo_label; '
                        "an unknown name is refused by the job with the list of valid ones")
@@ -31,11 +27,18 @@ with st.expander("Model parameters (JSON)"):
 @st.fragment(run_every=1)
 def job_panel() -> None:
     job = jobs.active_job(store, "train")
-    busy = job is not None
-    st.button("Retrain now", type="primary", disabled=busy or model_params is None, on_click=jobs.request_job,
+    st.button("Retrain now", type="primary", disabled=model_params is None, on_click=jobs.request_job,
               args=(store, "train", {"model": model, "params": model_params or {}}),
               kwargs={"requested_by": st.session_state.get("annotator") or None},
-              help="queued or running already" if busy else "train on the confirmed labels in the background")
+              help="train on the confirmed labels in the background; the same request joins a queued one, "
+                   "another model or parameters queue behind the running job")
+    waiting = [j for j in jobs.queued_jobs(store, "train") if job is None or j["id"] != job["id"]]
+    if waiting:
+        st.caption(f"Queued after it: {len(waiting)} job(s)")
+        st.dataframe(pd.DataFrame([{"job": j["id"], "model": j["params"].get("model"),
+                                    "parameters": json.dumps(j["params"].get("params") or {}),
+                                    "requests": j["requests"], "requested by": j["requested_by"]}
+                                   for j in waiting]), hide_index=True, width="stretch")
     if job is None:
         last = jobs.list_jobs(store, limit=1)
         if last:

@@ -1,4 +1,4 @@
-"""core.views.analysis on a nine-item text project with hand-made runs, checked against hand-computed values.
+"""core.views (map, pseudo_labels, clusters, consensus, runs) on a nine-item text project with hand-made runs, checked against hand-computed values.
 
 Items 1-9 (ids in import order). Run 1 (published by hand):
 
@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.views import analysis
+from core.store.cluster_merges import MERGES_FILE, migrate_merges_file
+from core.views.clusters import (cluster_label_confusion, cluster_members, cluster_merges, cluster_summary,
+                                 effective_clusters, label_cluster, merge_clusters, reset_cluster_merges)
+from core.views.consensus import adjudicate, agreement_report, disagreements
+from core.views.map import COLOR_BY, map_frame
+from core.views.pseudo_labels import accept_pseudo_labels, candidates, pseudo_label_rounds, pseudo_label_summary
+from core.views.runs import compare_runs
 from core.errors import ValidationError
 from core.io.ingest import import_manifest
 from core.store.project_store import Store
@@ -77,7 +83,7 @@ def publish_second(store: Store) -> int:
 # ---------------------------------------------------------------------------------------------- map
 def test_map_frame_rows_columns_and_values(project):
     store, run1 = project
-    df = analysis.map_frame(store, run1)
+    df = map_frame(store, run1)
     assert df["item_id"].tolist() == list(range(1, 9))  # item 9 has no coordinates
     assert list(df.columns) == ["item_id", "x", "y", "consensus", "confirmed", "prediction", "confidence", "cluster",
                                 "disagreement", "n_votes", "hover", "color"]
@@ -99,27 +105,27 @@ def test_map_frame_rows_columns_and_values(project):
 
 def test_map_frame_colors(project):
     store, run1 = project
-    assert analysis.map_frame(store, run1, color_by="prediction")["color"].tolist() == LABELS1[:8]
-    assert analysis.map_frame(store, run1, color_by="confidence")["color"].tolist() == pytest.approx(CONF1[:8])
-    assert analysis.map_frame(store, run1, color_by="cluster")["color"].tolist() == [str(c) for c in CLUST1[:8]]
-    dis = analysis.map_frame(store, run1, color_by="disagreement")["color"].tolist()
+    assert map_frame(store, run1, color_by="prediction")["color"].tolist() == LABELS1[:8]
+    assert map_frame(store, run1, color_by="confidence")["color"].tolist() == pytest.approx(CONF1[:8])
+    assert map_frame(store, run1, color_by="cluster")["color"].tolist() == [str(c) for c in CLUST1[:8]]
+    dis = map_frame(store, run1, color_by="disagreement")["color"].tolist()
     assert dis == pytest.approx([0, 0, 0, 0.5, 1 / 3, 0, 0, 0])
-    assert set(analysis.COLOR_BY) == {"consensus", "prediction", "confidence", "cluster", "disagreement"}
+    assert set(COLOR_BY) == {"consensus", "prediction", "confidence", "cluster", "disagreement"}
 
 
 def test_map_frame_newest_run_and_empty_project(project, tmp_path):
     store, run1 = project
-    assert analysis.map_frame(store)["item_id"].tolist() == list(range(1, 9))
+    assert map_frame(store)["item_id"].tolist() == list(range(1, 9))
     empty = Store.create(tmp_path / "empty", modality="text", labels=["a"])
-    assert analysis.map_frame(empty).empty
-    assert analysis.cluster_summary(empty).empty
-    assert analysis.pseudo_label_summary(empty, threshold=0.5)["gains"] == []
+    assert map_frame(empty).empty
+    assert cluster_summary(empty).empty
+    assert pseudo_label_summary(empty, threshold=0.5)["gains"] == []
 
 
 # ---------------------------------------------------------------------------------------------- pseudo-labels
 def test_pseudo_label_summary_gains_and_histogram(project):
     store, run1 = project
-    s = analysis.pseudo_label_summary(store, run1, threshold=0.9)
+    s = pseudo_label_summary(store, run1, threshold=0.9)
     # unconfirmed: 4 (b .97), 6 (b .92), 7 (c .91), 8 (c .30), 9 (c .96)
     assert s["n_unconfirmed"] == 5 and s["total_gain"] == 4
     gains = pd.DataFrame(s["gains"]).set_index("label")
@@ -131,25 +137,25 @@ def test_pseudo_label_summary_gains_and_histogram(project):
     nonzero = {(r.label, round(r.lo, 2)): r.count for r in hist.itertuples() if r.count}
     assert nonzero == {("b", 0.95): 1, ("b", 0.9): 1, ("c", 0.9): 1, ("c", 0.3): 1, ("c", 0.95): 1}
     assert hist.loc[(hist["label"] == "c") & (hist["count"] == 1), "bin"].round(3).tolist() == [0.325, 0.925, 0.975]
-    assert analysis.pseudo_label_summary(store, run1, threshold=0.0)["total_gain"] == 5
-    assert analysis.pseudo_label_summary(store, run1, threshold=1)["total_gain"] == 0
+    assert pseudo_label_summary(store, run1, threshold=0.0)["total_gain"] == 5
+    assert pseudo_label_summary(store, run1, threshold=1)["total_gain"] == 0
 
 
 def test_candidates_sorted_filtered_limited(project):
     store, run1 = project
-    got = analysis.candidates(store, run1, 0.9)
+    got = candidates(store, run1, 0.9)
     assert [(i, lab) for i, lab, _ in got] == [(4, "b"), (9, "c"), (6, "b"), (7, "c")]
     assert [c for _, _, c in got] == pytest.approx([0.97, 0.96, 0.92, 0.91])
-    assert [i for i, _, _ in analysis.candidates(store, run1, 0.9, label="c")] == [9, 7]
-    assert [i for i, _, _ in analysis.candidates(store, run1, 0.9, limit=2)] == [4, 9]
-    assert [i for i, _, _ in analysis.candidates(store, run1, 0.9, annotator="dave")] == [4, 6, 7]
+    assert [i for i, _, _ in candidates(store, run1, 0.9, label="c")] == [9, 7]
+    assert [i for i, _, _ in candidates(store, run1, 0.9, limit=2)] == [4, 9]
+    assert [i for i, _, _ in candidates(store, run1, 0.9, annotator="dave")] == [4, 6, 7]
 
 
 def test_accept_pseudo_labels_one_batch_and_undo(project):
     store, run1 = project
     before = store.annotation_count(include_retracted=False)
     # dave already voted on item 9, so he adds 4, 6, 7 (item 4 b: alice b, bob c, dave b -> b confirmed)
-    n = analysis.accept_pseudo_labels(store, run1, 0.9, annotator="dave")
+    n = accept_pseudo_labels(store, run1, 0.9, annotator="dave")
     assert n == 3
     assert store.annotation_count(include_retracted=False) == before + 3
     rows = store.conn.execute("SELECT item_id, label, kind, run_id, batch FROM annotations WHERE annotator = 'dave'"
@@ -159,7 +165,7 @@ def test_accept_pseudo_labels_one_batch_and_undo(project):
     assert len({r[4] for r in rows}) == 1 and rows[0][4]
     cons = {r["item_id"]: r for r in store.consensus_rows()}
     assert cons[4]["label"] == "b" and cons[4]["confirmed"] == 1
-    assert analysis.accept_pseudo_labels(store, run1, 0.9, annotator="dave") == 0  # nothing left to add
+    assert accept_pseudo_labels(store, run1, 0.9, annotator="dave") == 0  # nothing left to add
     assert sorted(store.undo_last("dave")) == [4, 6, 7]
     assert store.annotation_count(include_retracted=False) == before
     cons = {r["item_id"]: r for r in store.consensus_rows()}
@@ -168,14 +174,14 @@ def test_accept_pseudo_labels_one_batch_and_undo(project):
 
 def test_accept_pseudo_labels_restricted_to_labels(project):
     store, run1 = project
-    assert analysis.accept_pseudo_labels(store, run1, 0.9, annotator="erin", labels=["c"]) == 2  # items 9 and 7
+    assert accept_pseudo_labels(store, run1, 0.9, annotator="erin", labels=["c"]) == 2  # items 9 and 7
     assert sorted(store.undo_last("erin")) == [7, 9]
 
 
 # ---------------------------------------------------------------------------------------------- clusters
 def test_cluster_summary(project):
     store, run1 = project
-    s = analysis.cluster_summary(store, run1).set_index("cluster")
+    s = cluster_summary(store, run1).set_index("cluster")
     assert s["size"].tolist() == [3, 3, 3]
     assert s["confirmed"].tolist() == [3, 1, 0]
     assert s.loc[0, "confirmed_label"] == "a" and s.loc[0, "purity"] == pytest.approx(2 / 3)
@@ -186,66 +192,114 @@ def test_cluster_summary(project):
     assert s["merged_from"].tolist() == ["", "", ""]
 
 
-def test_merge_clusters_file_summary_and_map(project):
+def _merge_rows(store: Store, run_id: int) -> list[tuple]:
+    return [tuple(r) for r in store.conn.execute(
+        "SELECT cluster, into_cluster, merged_by, reset_at IS NOT NULL FROM cluster_merges WHERE run_id = ? ORDER BY id",
+        (run_id,)).fetchall()]
+
+
+def test_merge_clusters_table_summary_and_map(project):
     store, run1 = project
-    assert analysis.merge_clusters(store, run1, [2, 1]) == 1
-    data = json.loads((store.dir / "cluster_merges.json").read_text())
-    assert data == {str(run1): {"2": 1}}
-    s = analysis.cluster_summary(store, run1).set_index("cluster")
+    assert merge_clusters(store, run1, [2, 1], merged_by="alice") == 1
+    assert _merge_rows(store, run1) == [(2, 1, "alice", 0)]
+    assert not (store.dir / "cluster_merges.json").exists()  # the database holds the merges now
+    s = cluster_summary(store, run1).set_index("cluster")
     assert s["size"].to_dict() == {0: 3, 1: 6}
     assert s.loc[1, "confirmed"] == 1 and s.loc[1, "merged_from"] == "1, 2"
     assert s.loc[1, "predicted_label"] == "b" and s.loc[1, "predicted_share"] == 0.5  # b 3, c 3: tie -> first
-    assert analysis.map_frame(store, run1)["cluster"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert map_frame(store, run1)["cluster"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
     # a second merge takes the earlier one along (2 -> 1 -> 0)
-    assert analysis.merge_clusters(store, run1, [1, 0]) == 0
-    assert json.loads((store.dir / "cluster_merges.json").read_text()) == {str(run1): {"1": 0, "2": 0}}
-    eff = analysis.effective_clusters(store, run1)
+    assert merge_clusters(store, run1, [1, 0]) == 0
+    assert cluster_merges(store, run1) == {1: 0, 2: 0}
+    assert _merge_rows(store, run1) == [(2, 1, "alice", 0), (1, 0, None, 0)]
+    eff = effective_clusters(store, run1)
     assert eff.to_dict() == {i: 0 for i in range(1, 10)}
-    s = analysis.cluster_summary(store, run1)
+    s = cluster_summary(store, run1)
     assert s["size"].tolist() == [9] and s["confirmed"].tolist() == [4]
     assert s["purity"].tolist() == pytest.approx([2 / 4])
-    analysis.reset_cluster_merges(store, run1)
-    assert analysis.cluster_summary(store, run1)["size"].tolist() == [3, 3, 3]
+    reset_cluster_merges(store, run1)
+    assert cluster_summary(store, run1)["size"].tolist() == [3, 3, 3]
+    assert cluster_merges(store, run1) == {}
+    assert _merge_rows(store, run1) == [(2, 1, "alice", 1), (1, 0, None, 1)]  # reset rows are kept
+    assert merge_clusters(store, run1, [0, 2]) == 0  # merging again after a reset starts from the published ids
+    assert cluster_merges(store, run1) == {2: 0}
+    with pytest.raises(ValidationError, match="merged_by"):
+        merge_clusters(store, run1, [0, 1], merged_by="")
+
+
+def test_merges_of_another_store_connection_are_seen(project):
+    store, run1 = project
+    other = Store(store.dir)  # another process's view of the same project
+    merge_clusters(other, run1, [1, 2])
+    assert cluster_merges(store, run1) == {2: 1}
+
+
+def test_legacy_merges_file_is_imported_once_and_renamed(project):
+    store, run1 = project
+    run2 = publish_second(store)
+    legacy = {str(run1): {"1": 0, "2": 0}, str(run2): {"0": 0}, "999": {"3": 1}}  # run 999 no longer exists
+    (store.dir / MERGES_FILE).write_text(json.dumps(legacy))
+    (store.dir / (MERGES_FILE + ".lock")).write_text("")
+    s = cluster_summary(store, run1)  # first use imports the file
+    assert s["size"].tolist() == [9] and s["merged_from"].tolist() == ["0, 1, 2"]
+    assert not (store.dir / MERGES_FILE).exists() and not (store.dir / (MERGES_FILE + ".lock")).exists()
+    assert json.loads((store.dir / (MERGES_FILE + ".migrated")).read_text()) == legacy
+    assert _merge_rows(store, run1) == [(1, 0, MERGES_FILE, 0), (2, 0, MERGES_FILE, 0)]
+    assert _merge_rows(store, run2) == [(0, 0, MERGES_FILE, 0)]
+    assert store.conn.execute("SELECT COUNT(*) FROM cluster_merges WHERE run_id = 999").fetchone()[0] == 0
+    assert migrate_merges_file(store) == 0  # nothing left to import: no duplicate rows
+    assert len(_merge_rows(store, run1)) == 2
+    reset_cluster_merges(store, run1)
+    assert cluster_summary(store, run1)["size"].tolist() == [3, 3, 3]
+
+
+def test_broken_legacy_merges_file_is_refused_and_left_in_place(project):
+    store, run1 = project
+    (store.dir / MERGES_FILE).write_text("{not json")
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        cluster_summary(store, run1)
+    assert (store.dir / MERGES_FILE).exists() and not (store.dir / (MERGES_FILE + ".migrated")).exists()
+    assert store.conn.execute("SELECT COUNT(*) FROM cluster_merges").fetchone()[0] == 0
 
 
 def test_cluster_members_and_label_cluster(project):
     store, run1 = project
-    assert analysis.cluster_members(store, run1, 1) == [4, 5, 6]
-    sample = analysis.cluster_members(store, run1, 1, limit=2, seed=3)
+    assert cluster_members(store, run1, 1) == [4, 5, 6]
+    sample = cluster_members(store, run1, 1, limit=2, seed=3)
     assert len(sample) == 2 and set(sample) <= {4, 5, 6}
-    assert sample == analysis.cluster_members(store, run1, 1, limit=2, seed=3)
+    assert sample == cluster_members(store, run1, 1, limit=2, seed=3)
     # cluster 1: item 5 is confirmed, so 4 and 6 are labelled
-    assert analysis.label_cluster(store, run1, 1, "b", annotator="frank") == 2
-    assert analysis.label_cluster(store, run1, 1, "b", annotator="frank") == 0  # identical votes are not repeated
+    assert label_cluster(store, run1, 1, "b", annotator="frank") == 2
+    assert label_cluster(store, run1, 1, "b", annotator="frank") == 0  # identical votes are not repeated
     assert sorted(store.undo_last("frank")) == [4, 6]
-    assert analysis.label_cluster(store, run1, 1, "b", annotator="frank", only_unconfirmed=False) == 3
-    analysis.merge_clusters(store, run1, [0, 2])
-    assert analysis.cluster_members(store, run1, 0, limit=10) == [1, 2, 3, 7, 8, 9]
+    assert label_cluster(store, run1, 1, "b", annotator="frank", only_unconfirmed=False) == 3
+    merge_clusters(store, run1, [0, 2])
+    assert cluster_members(store, run1, 0, limit=10) == [1, 2, 3, 7, 8, 9]
 
 
 # ---------------------------------------------------------------------------------------------- consensus
 def test_disagreements_and_adjudicate(project):
     store, run1 = project
-    rows = analysis.disagreements(store)
+    rows = disagreements(store)
     assert [r["item_id"] for r in rows] == [4, 5]  # agreement 0.5, then 2/3
     assert rows[0]["votes"] == [("alice", "b"), ("bob", "c")] and rows[0]["n_votes"] == 2
     assert rows[0]["agreement"] == 0.5 and rows[0]["confirmed"] is False
     assert rows[1]["votes"] == [("alice", "c"), ("bob", "b"), ("carol", "c")]
     assert rows[1]["agreement"] == pytest.approx(2 / 3) and rows[1]["confirmed"] is True
-    assert [r["item_id"] for r in analysis.disagreements(store, limit=1)] == [4]
-    aid = analysis.adjudicate(store, 4, "c", reviewer="rita")
+    assert [r["item_id"] for r in disagreements(store, limit=1)] == [4]
+    aid = adjudicate(store, 4, "c", reviewer="rita")
     assert isinstance(aid, int)
     cons = {r["item_id"]: r for r in store.consensus_rows()}
     assert cons[4]["label"] == "c" and cons[4]["confirmed"] == 1 and cons[4]["method"] == "adjudication"
-    assert [r["item_id"] for r in analysis.disagreements(store)] == [5]
-    assert [r["item_id"] for r in analysis.disagreements(store, include_adjudicated=True)] == [4, 5]
+    assert [r["item_id"] for r in disagreements(store)] == [5]
+    assert [r["item_id"] for r in disagreements(store, include_adjudicated=True)] == [4, 5]
 
 
 # ---------------------------------------------------------------------------------------------- runs
 def test_compare_runs(project):
     store, run1 = project
     run2 = publish_second(store)
-    cmp = analysis.compare_runs(store, run1, run2)
+    cmp = compare_runs(store, run1, run2)
     assert cmp["n_common"] == 8 and cmp["changed"] == 3 and cmp["changed_share"] == pytest.approx(3 / 8)
     assert cmp["only_a"] == 1 and cmp["only_b"] == 0
     assert cmp["mean_confidence_a"] == pytest.approx(np.mean(CONF1[:8]))
@@ -256,32 +310,32 @@ def test_compare_runs(project):
     assert t["changed_from"].to_dict() == {"a": 1, "b": 1, "c": 1}
     assert t["changed_to"].to_dict() == {"a": 1, "b": 1, "c": 1}
     assert cmp["transitions"].loc["c", "a"] == 1 and cmp["transitions"].loc["a", "a"] == 2
-    same = analysis.compare_runs(store, run2, run2)
+    same = compare_runs(store, run2, run2)
     assert same["changed"] == 0 and same["n_common"] == 8
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize("call, bad", [
-    (lambda s, r: analysis.map_frame(s, r, color_by="banana"), "banana"),
-    (lambda s, r: analysis.map_frame(s, 999), "999"),
-    (lambda s, r: analysis.map_frame(s, "1"), "'1'"),
-    (lambda s, r: analysis.pseudo_label_summary(s, r, threshold=1.5), "1.5"),
-    (lambda s, r: analysis.pseudo_label_summary(s, r, threshold=-0.1), "-0.1"),
-    (lambda s, r: analysis.pseudo_label_summary(s, r, threshold=float("nan")), "nan"),
-    (lambda s, r: analysis.candidates(s, r, 2.0), "2.0"),
-    (lambda s, r: analysis.candidates(s, r, 0.5, label="zebra"), "zebra"),
-    (lambda s, r: analysis.candidates(s, r, 0.5, limit=0), "Got 0"),
-    (lambda s, r: analysis.accept_pseudo_labels(s, 777, 0.9, annotator="x"), "777"),
-    (lambda s, r: analysis.accept_pseudo_labels(s, r, 0.9, annotator="x", labels=["zebra"]), "zebra"),
-    (lambda s, r: analysis.accept_pseudo_labels(s, r, 0.9, annotator=""), "''"),
-    (lambda s, r: analysis.cluster_summary(s, 42), "42"),
-    (lambda s, r: analysis.cluster_members(s, r, 17), "17"),
-    (lambda s, r: analysis.label_cluster(s, r, 0, "zebra", annotator="x"), "zebra"),
-    (lambda s, r: analysis.merge_clusters(s, r, [1]), "[1]"),
-    (lambda s, r: analysis.merge_clusters(s, r, [0, 55]), "55"),
-    (lambda s, r: analysis.disagreements(s, limit=-3), "-3"),
-    (lambda s, r: analysis.compare_runs(s, r, 321), "321"),
-    (lambda s, r: analysis.adjudicate(s, 1, "zebra", reviewer="rita"), "zebra"),
+    (lambda s, r: map_frame(s, r, color_by="banana"), "banana"),
+    (lambda s, r: map_frame(s, 999), "999"),
+    (lambda s, r: map_frame(s, "1"), "'1'"),
+    (lambda s, r: pseudo_label_summary(s, r, threshold=1.5), "1.5"),
+    (lambda s, r: pseudo_label_summary(s, r, threshold=-0.1), "-0.1"),
+    (lambda s, r: pseudo_label_summary(s, r, threshold=float("nan")), "nan"),
+    (lambda s, r: candidates(s, r, 2.0), "2.0"),
+    (lambda s, r: candidates(s, r, 0.5, label="zebra"), "zebra"),
+    (lambda s, r: candidates(s, r, 0.5, limit=0), "Got 0"),
+    (lambda s, r: accept_pseudo_labels(s, 777, 0.9, annotator="x"), "777"),
+    (lambda s, r: accept_pseudo_labels(s, r, 0.9, annotator="x", labels=["zebra"]), "zebra"),
+    (lambda s, r: accept_pseudo_labels(s, r, 0.9, annotator=""), "''"),
+    (lambda s, r: cluster_summary(s, 42), "42"),
+    (lambda s, r: cluster_members(s, r, 17), "17"),
+    (lambda s, r: label_cluster(s, r, 0, "zebra", annotator="x"), "zebra"),
+    (lambda s, r: merge_clusters(s, r, [1]), "[1]"),
+    (lambda s, r: merge_clusters(s, r, [0, 55]), "55"),
+    (lambda s, r: disagreements(s, limit=-3), "-3"),
+    (lambda s, r: compare_runs(s, r, 321), "321"),
+    (lambda s, r: adjudicate(s, 1, "zebra", reviewer="rita"), "zebra"),
 ])
 def test_bad_inputs_name_the_value(project, call, bad):
     store, run1 = project
@@ -296,27 +350,26 @@ def test_run_without_map_or_clusters_and_missing_predictions(project):
     run = store.publish_run(model="hand", config={}, metrics={}, artefact_dir=store.dir / "runs" / "r3",
                             classes=["a", "b", "c"], item_ids=np.array([6, 8]), labels=[None, "a"],
                             confidences=np.array([0.4, 0.95]))
-    assert analysis.map_frame(store, run).empty
-    assert analysis.cluster_summary(store, run).empty
-    assert analysis.effective_clusters(store, run).empty
+    assert map_frame(store, run).empty
+    assert cluster_summary(store, run).empty
+    assert effective_clusters(store, run).empty
     with pytest.raises(ValidationError, match="clusters"):
-        analysis.merge_clusters(store, run, [0, 1])
-    assert analysis.candidates(store, run, 0.5) == [(8, "a", 0.95)]
-    assert analysis.candidates(store, run, 0.5, label="d") == []
-    s = analysis.pseudo_label_summary(store, run, threshold=0.5)
+        merge_clusters(store, run, [0, 1])
+    assert candidates(store, run, 0.5) == [(8, "a", 0.95)]
+    assert candidates(store, run, 0.5, label="d") == []
+    s = pseudo_label_summary(store, run, threshold=0.5)
     assert s["n_unconfirmed"] == 1 and s["total_gain"] == 1
     coords = np.array([[0.0, 0.0], [1.0, 1.0]])
     run4 = store.publish_run(model="hand", config={}, metrics={}, artefact_dir=store.dir / "runs" / "r4",
                              classes=["a", "b", "c"], item_ids=np.array([6, 8]), labels=[None, "a"],
                              confidences=np.array([np.nan, 0.95]), coords=coords)
-    df = analysis.map_frame(store, run4)
+    df = map_frame(store, run4)
     assert df["hover"].tolist() == ["text number 6 — predicted (none)", "text number 8 — predicted a (0.95)"]
     assert df["prediction"].tolist() == [None, "a"] and df["cluster"].isna().all()
-    assert analysis.map_frame(store, run4, color_by="cluster")["color"].tolist() == ["(none)", "(none)"]
+    assert map_frame(store, run4, color_by="cluster")["color"].tolist() == ["(none)", "(none)"]
 
 
 def test_label_matrix_and_agreement_report(tmp_path):
-    from core.views.analysis import agreement_report
     from core.io.ingest import import_manifest
     from core.labels.matrix import label_matrix
 
@@ -339,7 +392,7 @@ def test_label_matrix_and_agreement_report(tmp_path):
 
 def test_cluster_label_confusion_and_mapping(project):
     store, run1 = project
-    out = analysis.cluster_label_confusion(store, run1)
+    out = cluster_label_confusion(store, run1)
     table = out["table"]
     assert list(table.columns) == ["a", "b", "c"] and table.to_numpy().sum() == len(store.confirmed_labels()[0])
     # the Hungarian mapping gives each cluster with confirmed items a distinct label
@@ -356,6 +409,6 @@ def test_pseudo_label_rounds(project):
                             classes=["a", "b", "c"], item_ids=np.array([1, 2, 3]), labels=["a", "a", "b"],
                             confidences=np.array([0.99, 0.995, 0.999]),
                             pseudo_labels=[(1, "a", 0.99, 1), (2, "a", 0.995, 1), (3, "b", 0.999, 2)])
-    out = analysis.pseudo_label_rounds(store, rid)
+    out = pseudo_label_rounds(store, rid)
     assert out["counts"].loc[1, "a"] == 2 and out["counts"].loc[2, "b"] == 1
     assert out["metrics"]["val_macro_f1"].tolist() == [0.8, 0.85] and "per_class" not in out["metrics"]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.labels import engine as consensus_engine
 from core.jobs import queue as jobs
 from core.io.demo import create_demo
 from core.store.project_store import Store
@@ -132,10 +133,10 @@ def test_consensus_page_switches_method(trained_app):
     at.slider[0].set_value(0.6)
     next(b for b in at.button if b.label == "Apply and re-estimate").click().run()
     assert not at.exception
-    cfg = trained_app.consensus_settings()
+    cfg = consensus_engine.settings(trained_app)
     assert cfg["method"] == "dawid_skene" and cfg["min_confidence"] == 0.6
     assert {r["method"] for r in trained_app.consensus_rows()} <= {"dawid_skene", "adjudication"}
-    trained_app.refit_consensus("majority")  # leave the shared project as the other tests expect it
+    consensus_engine.refit(trained_app, "majority")  # leave the shared project as the other tests expect it
 
 
 def test_train_page_passes_json_parameters_and_refuses_bad_ones(demo):
@@ -146,6 +147,22 @@ def test_train_page_passes_json_parameters_and_refuses_bad_ones(demo):
     at.text_area[0].set_value("[1, 2").run()
     assert at.error and "JSON object" in at.error[0].value
     assert next(b for b in at.button if b.label == "Retrain now").disabled
+
+
+def test_train_page_queues_other_parameters_visibly_behind_the_first(demo):
+    at = _app("pages/train.py")
+    retrain = lambda: next(b for b in at.button if b.label == "Retrain now").click().run()  # noqa: E731
+    retrain()
+    retrain()  # the same request joins the queued job
+    queued = jobs.queued_jobs(demo, "train")
+    assert len(queued) == 1 and queued[0]["requests"] == 2
+    at.text_area[0].set_value('{"mlp_max_steps": 20}').run()
+    retrain()  # other parameters: a job of its own, shown behind the first
+    queued = jobs.queued_jobs(demo, "train")
+    assert [j["params"]["params"] for j in queued] == [{}, {"mlp_max_steps": 20}]
+    assert not at.exception
+    assert any("Queued after it: 1 job" in c.value for c in at.caption)
+    assert at.dataframe[0].value["job"].tolist() == [queued[1]["id"]]
 
 
 def test_clusters_page_shows_mapping_confusion_and_collapse(demo):

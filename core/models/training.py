@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from core.labels import engine as consensus_engine
 from core.device import resolve_device
 from core.errors import FeatureError, JobCancelled, TrainingError
 from core.evaluation.runs import evaluate_arrays
@@ -154,8 +156,15 @@ def train_model(
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     project_map: bool = True,
+    on_publish: Callable[[Any, int], None] | None = None,
 ) -> int:
-    """Train ``model`` on the confirmed labels and publish a new run; returns its id."""
+    """Train ``model`` on the confirmed labels and publish a new run; returns its id.
+
+    ``on_publish(conn, run_id)`` (a job's :func:`core.jobs.queue.publisher`) runs inside the publish
+    transaction: it raises when the job is no longer this worker's, so nothing is published then (and the
+    run's artefact folder is removed), and otherwise marks the job done in the same transaction, so a
+    published run never belongs to a job marked failed.
+    """
     trainer = get_trainer(model)
     device = resolve_device(device)
     report = PhaseProgress(progress)
@@ -174,11 +183,12 @@ def train_model(
     lap("features")
     classes = store.labels()
     consensus_fit = None
-    if store.consensus_settings()["method"] != "majority":
+    if consensus_engine.settings(store)["method"] != "majority":
         report({"phase": "consensus", "step": 0, "total": 1})
-        consensus_fit = store.refit_consensus()
+        consensus_fit = consensus_engine.refit(store)
         lap("consensus")
     conf_ids, conf_labels, conf_weight = store.confirmed_with_confidence()
+    annotated = store.annotated_item_ids()  # as training saw them: evaluate_run scores the run against these
     pos = {int(i): k for k, i in enumerate(feats.ids)}
     keep = [k for k, i in enumerate(conf_ids) if int(i) in pos]
     labelled = np.array([pos[int(conf_ids[k])] for k in keep], dtype=np.int64)
@@ -217,34 +227,76 @@ def train_model(
         lap("cluster")
     coords = None
     if project_map:
-        from core.views.projection import project, reduce_for_map
-
         report({"phase": "project", "step": 0, "total": 1})
-        key = "features-" + "+".join(feats.extractors) if out.embeddings is None else f"{model}-embedding"
-        coords = project(feats.ids, reduce_for_map(emb), store.dir / "projections", key=key)
+        coords = _map_coords(store, model, feats, emb, own_embedding=out.embeddings is not None, previous=previous)
         lap("project")
     if cancel():
         raise JobCancelled("cancelled before publishing")
 
     report({"phase": "publish", "step": 0, "total": 1})
-    evaluation = evaluate_arrays(feats.ids, labels, clusters, store.reference_labels(), store.annotated_item_ids())
+    evaluation = evaluate_arrays(feats.ids, labels, clusters, store.reference_labels(), annotated)
     metrics = {
         **out.metrics, "n_labelled": int(len(labelled)), "n_items": int(len(feats.ids)),
         "label_counts": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
         "feature_failures": feats.failures[:50], "n_feature_failures": len(feats.failures),
         "train_seconds": round(train_seconds, 3), "device": device, "evaluation": evaluation,
         "phase_seconds": phases, "weight_by_confidence": weight_by_confidence,
-        "consensus": {"method": store.consensus_settings()["method"],
+        "consensus": {"method": consensus_engine.settings(store)["method"],
                       **({} if consensus_fit is None else {"refit_seconds": consensus_fit["seconds"]})},
     }
-    run_dir = _write_artefacts(store, model, out, feats.ids, proba, classes, clusters, emb)
-    return store.publish_run(
-        model=model, config={**out.config, "extractors": feats.extractors}, metrics=_jsonable(metrics),
-        artefact_dir=run_dir, classes=classes, item_ids=feats.ids, labels=labels, confidences=confidences,
-        clusters=clusters, coords=coords, n_labelled=len(labelled), parent_id=None if previous is None else previous["id"],
-        job_id=job_id, extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
-        pseudo_labels=[(int(feats.ids[p["row"]]), p["label"], p["confidence"], p["round"]) for p in out.pseudo_labels],
-    )
+    run_dir = _write_artefacts(store, model, out, feats.ids, proba, classes, clusters, emb,
+                               {"annotated_item_ids": np.array(sorted(annotated), dtype=np.int64),
+                                "train_item_ids": feats.ids[labelled],
+                                **({} if out.oof_proba is None else {"oof_proba": np.asarray(out.oof_proba, np.float32)})})
+    try:
+        with store.transaction() as conn:  # publish_run joins this transaction: the claim holds until COMMIT
+            run_id = store.publish_run(
+                model=model, config={**out.config, "extractors": feats.extractors}, metrics=_jsonable(metrics),
+                artefact_dir=run_dir, classes=classes, item_ids=feats.ids, labels=labels, confidences=confidences,
+                clusters=clusters, coords=coords, n_labelled=len(labelled),
+                parent_id=None if previous is None else previous["id"], job_id=job_id,
+                extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
+                pseudo_labels=[(int(feats.ids[p["row"]]), p["label"], p["confidence"], p["round"])
+                               for p in out.pseudo_labels],
+            )
+            if on_publish is not None:
+                on_publish(conn, run_id)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing refers to it: the transaction rolled back
+        raise
+    return run_id
+
+
+def _map_coords(store: Store, model: str, feats: FeatureMatrix, emb: np.ndarray, *, own_embedding: bool,
+                previous: dict | None) -> np.ndarray:
+    """2-D map coordinates (n, 2) of ``feats.ids`` (n,) from ``emb`` (n, d).
+
+    A run on the project's features shares one cached projection per extractor set. A model's own embedding
+    (DEC, pseudo_label) is another space in every run, so it is keyed by its fingerprint (a repeated embedding
+    reuses its map), fitted afresh and aligned to the map of the previous run of the model (else of the newest
+    run) so the picture keeps its orientation; the superseded embedding caches of the model are removed.
+    """
+    from core.views.projection import embedding_key, project, prune, reduce_for_map
+
+    cache = store.dir / "projections"
+    X = reduce_for_map(emb)
+    if not own_embedding:
+        return project(feats.ids, X, cache, key="features-" + "+".join(feats.extractors))
+    prefix = f"{model}-embedding"
+    key = embedding_key(prefix, feats.ids, X)
+    reference = None
+    for run in (previous, store.run()):
+        if run is None:
+            continue
+        rows = [(r["item_id"], r["x"], r["y"]) for r in store.predictions(run["id"]) if r["x"] is not None
+                and r["y"] is not None]
+        if rows:
+            arr = np.array(rows, dtype=np.float64)
+            reference = (arr[:, 0].astype(np.int64), arr[:, 1:3])
+            break
+    coords = project(feats.ids, X, cache, key=key, align_to=reference)
+    prune(cache, prefix, keep=key)
+    return coords
 
 
 def _items_in_order(store: Store, ids: np.ndarray) -> list:
@@ -265,7 +317,7 @@ def kmeans_clusters(X: np.ndarray, *, n_clusters: int, random_state: int = 0) ->
     return km.fit_predict(X).astype(np.int64)
 
 
-def _write_artefacts(store, model, out, ids, proba, classes, clusters, emb) -> Path:
+def _write_artefacts(store, model, out, ids, proba, classes, clusters, emb, arrays: dict | None = None) -> Path:
     import joblib
 
     final = store.dir / "runs" / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -274,6 +326,8 @@ def _write_artefacts(store, model, out, ids, proba, classes, clusters, emb) -> P
     np.save(tmp / "item_ids.npy", ids)
     np.save(tmp / "proba.npy", proba)
     np.save(tmp / "clusters.npy", clusters)
+    for name, arr in (arrays or {}).items():  # annotated_item_ids (items labelled when training read the labels), train_item_ids
+        np.save(tmp / f"{name}.npy", arr)
     if out.embeddings is not None:
         np.save(tmp / "embeddings.npy", np.asarray(out.embeddings, dtype=np.float32))
     (tmp / "classes.json").write_text(json.dumps(classes))

@@ -27,6 +27,10 @@ are not plain file names):
 
 The cache is keyed by ``key`` only: the caller must use a new key when the features of existing
 items change (a new extractor, a new checkpoint), since cached coordinates are never recomputed.
+A model's own embedding changes with every run, so :func:`embedding_key` names it by a fingerprint of
+its values; such a first fit is aligned to a reference map (``align_to``: the previous run's coordinates)
+with the same similarity Procrustes, so the map keeps its orientation from run to run, and
+:func:`prune` removes the caches of superseded embeddings.
 
 Size rules
     * Fewer than :data:`MIN_UMAP_POINTS` items cannot be embedded by UMAP (its spectral
@@ -78,6 +82,8 @@ __all__ = [
     "clear",
     "small_layout",
     "key_folder_name",
+    "embedding_key",
+    "prune",
 ]
 
 #: below this many items the layout is PCA (or zeros), not UMAP
@@ -419,10 +425,36 @@ def _lookup(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(found, bool), order[pos].astype(np.int64)
 
 
+def _check_align_to(align_to: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    if align_to is None:
+        return None
+    ok = isinstance(align_to, (tuple, list)) and len(align_to) == 2
+    check_param(_OWNER, "align_to", type(align_to).__name__, ok, "None or a pair (ids (m,), coords (m, 2))")
+    ref_ids, ref_xy = np.asarray(align_to[0]), np.asarray(align_to[1], dtype=np.float64)
+    ok = ref_ids.ndim == 1 and ref_xy.shape == (ref_ids.shape[0], 2) and bool(np.isfinite(ref_xy).all())
+    check_param(_OWNER, "align_to", f"ids of shape {ref_ids.shape} and coords of shape {ref_xy.shape}", ok,
+                "a pair (ids (m,), finite coords (m, 2))")
+    return ref_ids, ref_xy
+
+
+def _align(coords: np.ndarray, ids: np.ndarray, ref_ids: np.ndarray, ref_xy: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``coords`` (n, 2) moved by the similarity transform that best takes them onto ``ref_xy`` (m, 2) on the
+    items both hold; unchanged (and False) with fewer than 3 common items or a degenerate map."""
+    common, cpos = _lookup(ids, ref_ids)
+    if common.sum() < 3:
+        return coords, False
+    fit = _procrustes(coords[common].astype(np.float64), ref_xy[cpos[common]].astype(np.float64))
+    if fit is None:
+        return coords, False
+    s, R, mu, mu_ref = fit
+    return (s * (coords.astype(np.float64) - mu) @ R + mu_ref).astype(np.float32), True
+
+
 def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, n_neighbors: int = 15,
             min_dist: float = 0.1, metric: str = "cosine", random_state: int | None = 0,
             refit_fraction: float = 0.2, n_epochs: int | None = None, init: str = "auto",
-            progress: Progress | None = None) -> np.ndarray:
+            progress: Progress | None = None,
+            align_to: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """2-D coordinates of the items ``ids`` from their features ``X``, reusing the cache of ``key``.
 
     Parameters
@@ -449,6 +481,9 @@ def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, 
         on (see the module docstring). A change refits.
     progress : callable, optional
         ``progress(fraction in [0, 1], message)``, called at each stage.
+    align_to : (ids (m,), coords (m, 2)), optional
+        A reference map (e.g. the previous run's) that a fit with no cached map of ``key`` to align to is
+        aligned to (similarity Procrustes on the common items, at least 3). Cached coordinates never move.
 
     Returns
     -------
@@ -461,6 +496,7 @@ def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, 
         On malformed inputs (shapes, repeated ids, non-finite features, bad parameters).
     """
     ids, X = _check_inputs(ids, X, refit_fraction, n_neighbors, min_dist, metric, random_state, progress)
+    reference = _check_align_to(align_to)
     check_choice(_OWNER, "init", init, _INITS)
     check_param(_OWNER, "n_epochs", n_epochs,
                 n_epochs is None or (isinstance(n_epochs, (int, np.integer)) and not isinstance(n_epochs, bool)
@@ -505,17 +541,17 @@ def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, 
         model = _make_umap(n, params, n_epochs, X)
         with _quiet():
             coords = np.asarray(model.fit_transform(X), np.float32)
-        if state is not None:
-            common, cpos = _lookup(ids, state.ids)
-            if common.sum() >= 3:
-                fit = _procrustes(coords[common].astype(np.float64), state.coords[cpos[common]].astype(np.float64))
-                if fit is not None:
-                    s, R, mu, mu_ref = fit
-                    coords = (s * (coords.astype(np.float64) - mu) @ R + mu_ref).astype(np.float32)
+        aligned_to = ""
+        if state is not None:  # keep the orientation of this key's previous map
+            coords, done = _align(coords, ids, state.ids, state.coords)
+            aligned_to = "previous fit" if done else ""
+        elif reference is not None:  # a first fit: take the orientation of the reference map
+            coords, done = _align(coords, ids, *reference)
+            aligned_to = "reference" if done else ""
         new_state = ProjectionState(
             key=key, params=params, ids=ids.copy(), coords=coords, fit_ids=ids.copy(),
             n_fits=(state.n_fits if state is not None else 0) + 1, n_transforms=0,
-            extra={"last_refit_reason": reason},
+            extra={"last_refit_reason": reason, "aligned_to": aligned_to},
         )
         report(0.9, "saving the projection")
         _save(folder, new_state, model, state)
@@ -605,6 +641,51 @@ class Projection:
 
     def __repr__(self) -> str:
         return f"Projection(cache_dir={str(self.cache_dir)!r}, key={self.key!r})"
+
+
+def embedding_key(prefix: str, ids: np.ndarray, X: np.ndarray) -> str:
+    """A cache key for features that change with every run (a model's embedding): ``<prefix>-<fingerprint>``.
+
+    Parameters
+    ----------
+    prefix : str
+        E.g. ``"dec-embedding"``.
+    ids : np.ndarray, shape (n,)
+    X : np.ndarray, shape (n, d)
+
+    Returns
+    -------
+    str
+        ``prefix`` and the first 16 hex digits of the SHA-1 of the ids, the shape and the float32 values:
+        the same embedding gets the same key (and reuses its cache), any other gets a new one.
+    """
+    check_param(_OWNER, "prefix", prefix, isinstance(prefix, str) and bool(_KEY_RE.match(prefix or "")),
+                "a plain key such as 'dec-embedding'")
+    h = hashlib.sha1()
+    ids = np.ascontiguousarray(ids)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    h.update(str((ids.dtype.str, X.shape)).encode())
+    h.update(ids.tobytes())
+    h.update(X.tobytes())
+    return f"{prefix}-{h.hexdigest()[:16]}"
+
+
+def prune(cache_dir: Path | str, prefix: str, *, keep: str) -> list[str]:
+    """Clear the cached projections whose key folder starts with ``prefix`` except ``keep``'s.
+
+    Used for run embeddings (:func:`embedding_key`): a superseded embedding's map is never asked for again.
+    Returns the folder names removed.
+    """
+    cache_dir = Path(cache_dir)
+    keep_name = key_folder_name(keep)
+    removed = []
+    if not cache_dir.is_dir():
+        return removed
+    for folder in sorted(cache_dir.iterdir()):
+        if folder.is_dir() and folder.name.startswith(prefix) and folder.name != keep_name:
+            clear(cache_dir, folder.name)
+            removed.append(folder.name)
+    return removed
 
 
 MAP_INPUT_DIM = 128

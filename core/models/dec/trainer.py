@@ -8,7 +8,9 @@ Outputs
 -------
 * ``proba`` (n, C): the soft cluster assignment mapped to the project's classes through the Hungarian
   mapping (``MultiModalDEC.cluster_class_``). With no confirmed label, cluster ``j`` is named after class
-  ``j`` (arbitrary names: the column order of the classes), so the Pseudo-labels page shows clusters.
+  ``j`` (arbitrary names: the column order of the classes) only to fill the columns, and
+  ``metrics["suggests_classes"]`` is False: the pages then show the cluster ("cluster 7"), not a class, and
+  the run's pseudo-labels cannot be accepted (:func:`core.views.common.suggests_classes`).
 * ``clusters`` (n,): argmax of the soft assignment; ``embeddings`` (n, 10 x branches): the latents.
 * ``metrics["dec"]``: mapping, cluster/label confusion (rows, cols, counts), collapse report, iterations,
   delta-label history, pretraining loss, warm-start decision.
@@ -50,7 +52,9 @@ def train_dec(ctx: TrainContext) -> TrainOutput:
     artefact = {**model.state_dict(), "view_names": names}
     report = {**model.summary(), "views": names, "warm_start_reason": why,
               "label_source": "hungarian" if len(ctx.labelled) else "none (clusters named in class order)"}
-    return TrainOutput(proba=proba, config=asdict(config), metrics={"dec": report},
+    # zero confirmed labels: no cluster -> class mapping, so the run suggests clusters, not classes
+    metrics = {"dec": report, "suggests_classes": bool(len(ctx.labelled))}
+    return TrainOutput(proba=proba, config=asdict(config), metrics=metrics,
                        artefacts={STATE_NAME: artefact}, embeddings=model.embedding_.astype(np.float32),
                        clusters=model.clusters_.astype(np.int64))
 
