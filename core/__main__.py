@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.labels import engine as consensus_engine
 from core.errors import LabelToolError, ValidationError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
@@ -221,7 +222,7 @@ def cmd_consensus(a) -> int:
         store.set_setting("min_confidence", a.min_confidence)
     if a.weight_by_confidence is not None:
         store.set_setting("weight_by_confidence", a.weight_by_confidence == "on")
-    out = store.refit_consensus(a.method)
+    out = consensus_engine.refit(store, a.method)
     _print(out, a.json)
     return EXIT_OK
 

@@ -3,7 +3,8 @@ with the lasso or box and label it in one action (a bulk annotation, undoable)."
 import plotly.express as px
 import streamlit as st
 
-from core.views.analysis import COLOR_BY, NO_LABEL, map_frame
+from core.views.map import COLOR_BY, NO_LABEL, map_frame, map_version
+from core.views.selection import selected_item_ids, trace_item_ids
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -15,11 +16,11 @@ color_by = st.radio("Colour by", COLOR_BY, horizontal=True)
 
 
 @st.cache_data(max_entries=8, show_spinner="Loading the map...")
-def load(project: str, run_id: int, color_by: str, version: int):
+def load(project: str, run_id: int, color_by: str, version: tuple):
     return map_frame(store, run_id, color_by=color_by)
 
 
-version = store.annotation_count()  # new votes change the consensus colours
+version = map_version(store, run["id"])  # votes, undos, consensus rewrites and merges change the colours
 df = load(str(store.dir), run["id"], color_by, version)
 if df.empty:
     st.warning("This run has no map coordinates.")
@@ -38,7 +39,7 @@ fig.update_traces(marker={"size": 4 if len(df) > 20000 else 6, "opacity": 0.8})
 fig.update_layout(height=620, dragmode="lasso", margin={"l": 0, "r": 0, "t": 10, "b": 0},
                   xaxis={"visible": False}, yaxis={"visible": False})
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box"), key="map", width="stretch")
-selected = sorted({int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")})
+selected = selected_item_ids(event.selection.points if event else [], trace_item_ids([t.customdata for t in fig.data]))
 st.caption(f"{len(df):,} items on the map · {len(selected):,} selected")
 
 if selected:

@@ -8,7 +8,10 @@ import streamlit as st
 
 from core.active import strategies as active
 from core.active.queue import next_items, shortcut_keys
-from pages.common import require_annotator, require_store, show_item
+from core.features.project import features_signature
+from core.views.similar import item_index, label_similar, more_like_this
+from core.views.suggestions import item_suggestion
+from pages.common import item_grid, require_annotator, require_store, show_item
 
 store = require_store()
 annotator = require_annotator()
@@ -30,7 +33,8 @@ if state.get("queue_key") != key:
 
 def refill() -> None:
     if not state["queue"]:
-        state["queue"] = next_items(store, strategy=strategy, n=10, annotator=annotator, exclude=state["skipped"])
+        batch = next_items(store, strategy=strategy, n=10, annotator=annotator, exclude=state["skipped"])
+        state["queue"], state["queue_notes"] = list(batch), batch.notes  # notes: e.g. why dedup is off
         state["shown_at"] = time.monotonic()
 
 
@@ -56,6 +60,17 @@ def skip(item_id: int) -> None:
     state["shown_at"] = time.monotonic()
 
 
+def label_near(item_ids: list[int], label: str) -> None:
+    done = label_similar(store, item_ids, label, annotator=annotator)
+    state["queue"] = [q for q in state["queue"] if q["item_id"] not in set(done)]
+    state["undo_msg"] = f"Labelled {len(done)} similar item(s) '{label}' in one action; Undo last undoes it."
+
+
+@st.cache_resource(max_entries=2, show_spinner="Indexing the features...")
+def neighbour_index(project: str, signature: tuple):
+    return item_index(store)  # faiss, over every item with cached features; rebuilt when the cache changes
+
+
 def undo() -> None:
     undone = store.undo_last(annotator)
     state["queue"] = [{"item_id": i} for i in undone] + [q for q in state["queue"] if q["item_id"] not in undone]
@@ -74,9 +89,12 @@ left, right = st.columns([3, 2])
 with left:
     show_item(item, width=360)
     st.caption(f"item {item.id} · {item.uri}")
+    for note in state.get("queue_notes", []):
+        st.caption(f":material/info: {note}")
 with right:
-    if current.get("suggestion") is not None:
-        st.metric("Model suggests", current["suggestion"], f"confidence {current['confidence']:.0%}",
+    hint = item_suggestion(store, item.id)  # a class, or "cluster N" for a run trained without labels
+    if hint is not None:
+        st.metric(hint["title"], hint["text"], f"confidence {hint['confidence'] or 0:.0%}",
                   delta_color="off", delta_arrow="off")
     else:
         st.caption("No model suggestion yet.")
@@ -98,3 +116,19 @@ if state.get("last"):
     with st.expander("Your last label", expanded=False):
         st.write(f"item {state['last']}: you said **{mine[-1] if mine else '-'}**; "
                  f"others: {', '.join(others) if others else 'none yet'}")
+
+if st.toggle("More like this", key="more-like-this", help="this item's nearest neighbours on the cached features"):
+    index = neighbour_index(str(store.dir), features_signature(store))
+    near = more_like_this(store, index, item.id, k=12, annotator=annotator)
+    if near.empty:
+        st.caption(index.problem or "This item has no cached features yet.")
+    else:
+        ids = near["item_id"].tolist()
+        item_grid(store, ids, captions={i: f"{s:.2f}" + (f" · you: {m}" if m else "")
+                                        for i, s, m in zip(ids, near["similarity"], near["mine"])})
+        c1, c2, c3 = st.columns([3, 1, 1])
+        pick = c1.multiselect("Items to label", ids, default=[i for i, m in zip(ids, near["mine"]) if m is None],
+                              key=f"near-pick-{item.id}")
+        as_label = c2.selectbox("as", labels, key="near-label")
+        c3.button(f"Label {len(pick)} similar", key="near-go", on_click=label_near, args=(pick, as_label),
+                  disabled=not pick, type="primary")

@@ -245,3 +245,45 @@ def make_big_project(project_dir: Path, n: int = 100_000, *, n_files: int = 50, 
         with store.transaction() as conn:
             store.insert_items(conn, rows)
     return store
+
+
+# ------------------------------------------------------------------------------------------------ the plotly map
+# JS: page coordinates of data points (x, y) on the first plotly chart, from its axes (plotly's own l2p mapping)
+DATA_TO_PAGE_JS = """(pts) => {
+  const gd = document.querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullLayout || !gd._fullLayout.xaxis) return null;
+  const L = gd._fullLayout, r = gd.getBoundingClientRect();
+  return pts.map(([x, y]) => [r.left + window.scrollX + L._size.l + L.xaxis.l2p(x),
+                              r.top + window.scrollY + L._size.t + L.yaxis.l2p(y)]);
+}"""
+
+
+def wait_map(page, timeout: float = 60_000) -> None:
+    """Wait until the Embeddings page's plotly chart is drawn with its axes laid out."""
+    page.locator(".js-plotly-plot").first.wait_for(timeout=timeout)
+    page.wait_for_function("() => { const gd = document.querySelector('.js-plotly-plot');"
+                           " return !!(gd && gd._fullLayout && gd._fullLayout.xaxis && gd._fullLayout._size); }",
+                           timeout=timeout)
+
+
+def lasso(page, centre: tuple[float, float], radius: float, *, vertices: int = 16) -> None:
+    """Drag a lasso (a closed polygon) around ``centre`` with ``radius`` in data units on the plotly map.
+
+    The chart's drag mode must be "lasso". The mouse is pressed on the first vertex, moved through the others
+    in small steps (plotly draws the lasso from mousemove events) and released on the first vertex again.
+    """
+    import math
+
+    poly = [(centre[0] + radius * math.cos(2 * math.pi * k / vertices),
+             centre[1] + radius * math.sin(2 * math.pi * k / vertices)) for k in range(vertices)]
+    pixels = page.evaluate(DATA_TO_PAGE_JS, [list(p) for p in poly])
+    if pixels is None:
+        raise AssertionError("no plotly chart with axes on the page")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    pixels = page.evaluate(DATA_TO_PAGE_JS, [list(p) for p in poly])  # after the scroll
+    (x0, y0), rest = pixels[0], pixels[1:]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in rest + [pixels[0]]:
+        page.mouse.move(x, y, steps=4)
+    page.mouse.up()

@@ -1,8 +1,6 @@
 """Query strategies of core.active.strategies against small cases worked out by hand."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -259,16 +257,16 @@ def test_bad_proba_and_no_size():
         query("random", None, batch_size=1)
 
 
-def test_one_million_items_under_a_second():
+def test_float32_proba_large_batch_matches_brute_force():
+    # Correctness of the float32 path at a size that needs the partition; its speed over 1M items is
+    # measured by bench/bench_query_umap.py against a full sort in the same run (no timed test here).
     rng = np.random.default_rng(0)
-    proba = rng.random((1_000_000, 10), dtype=np.float32)
+    proba = rng.random((20_000, 10), dtype=np.float32)
     proba /= proba.sum(axis=1, keepdims=True)
+    s = np.sort(proba, axis=1)
+    scores = {"least_confidence": 1 - s[:, -1], "margin": -(s[:, -1] - s[:, -2])}
     for name in ("least_confidence", "margin", "entropy", "random"):
-        times = []
-        for _ in range(2):  # best of two: the machine may be shared
-            t0 = time.perf_counter()
-            out = query(name, proba, batch_size=100, rng=0)
-            times.append(time.perf_counter() - t0)
-        elapsed = min(times)
-        assert out.shape == (100,)
-        assert elapsed < 1.0, f"{name} took {elapsed:.2f} s"
+        out = query(name, proba, batch_size=100, rng=0)
+        assert out.shape == (100,) and len(set(out.tolist())) == 100 and out.min() >= 0 and out.max() < 20_000
+        if name in scores:
+            assert set(out.tolist()) == set(np.argsort(-scores[name], kind="stable")[:100].tolist())

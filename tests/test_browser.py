@@ -14,8 +14,9 @@ import pytest
 
 from core.io.demo import create_demo
 from core.store.project_store import Store
-from tests.browser_helpers import (CHROMIUM, app_server, browser, caption, chromium_problem, goto_page,
-                                   press_and_wait_next, set_annotator, shot, wait_home, wait_idle, wait_label_ready)
+from tests.browser_helpers import (CHROMIUM, app_server, browser, caption, chromium_problem, goto_page, lasso,
+                                   press_and_wait_next, set_annotator, shot, wait_home, wait_idle, wait_label_ready,
+                                   wait_map)
 
 pytestmark = [
     pytest.mark.browser,
@@ -174,5 +175,50 @@ def test_every_page_in_the_browser(served):
         goto_page(page, "Embeddings")
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the WebGL map is drawn
         assert page.locator(".js-plotly-plot").count() >= 1
+    finally:
+        ctx.close()
+
+
+def test_lasso_on_the_map_labels_the_selected_items(served):
+    """Lasso a known group of points on the Embeddings map and label it: one bulk action on exactly those items.
+
+    A run with a known layout is published first (30 items in a tight group at the origin, the rest on a circle
+    of radius 10), so the test knows which items the lasso encloses. It runs last: the Label tests above expect
+    no run at the start.
+    """
+    import numpy as np
+
+    url, store, b = served
+    ids = store.item_ids()
+    group = [int(i) for i in ids[:30]]
+    angle = np.linspace(0, 2 * np.pi, len(ids) - 30, endpoint=False)
+    rng = np.random.default_rng(0)
+    coords = np.concatenate([rng.normal(scale=0.3, size=(30, 2)), 10 * np.stack([np.cos(angle), np.sin(angle)], 1)])
+    run_dir = store.dir / "runs" / "lasso-layout"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.publish_run(model="classifier", config={}, metrics={}, artefact_dir=run_dir, classes=store.labels(),
+                      item_ids=ids, labels=["0"] * len(ids), confidences=np.full(len(ids), 0.5),
+                      clusters=np.zeros(len(ids), int), coords=coords)
+    ctx, page = _open(b, url, "lasso")
+    try:
+        goto_page(page, "Embeddings")
+        wait_idle(page)
+        wait_map(page)
+        assert page.locator("[data-testid=stException]").count() == 0
+        lasso(page, (0.0, 0.0), 3.0)
+        selected = page.get_by_text(re.compile(r"items on the map · 30 selected"))
+        error = page.locator("[data-testid=stException]")
+        selected.or_(error).first.wait_for(timeout=30_000)
+        assert not error.count(), f"the lasso selection raised: {error.first.inner_text()[:1000]}"
+        wait_idle(page)
+        shot(page, "embeddings_lasso")
+        page.get_by_role("button", name="Label 30 items").click()
+        page.get_by_text(re.compile(r"Recorded 30 labels '0' as one bulk action by lasso")).wait_for(timeout=30_000)
+        votes = [v for v in store.active_votes() if v["annotator"] == "lasso"]
+        assert sorted(v["item_id"] for v in votes) == sorted(group)
+        assert {v["kind"] for v in votes} == {"bulk"} and {v["label"] for v in votes} == {"0"}
+        batches = {r[0] for r in store.conn.execute("SELECT DISTINCT batch FROM annotations WHERE annotator = 'lasso'")}
+        assert len(batches) == 1 and None not in batches  # one action: one undo retracts it
+        assert sorted(store.undo_last("lasso")) == sorted(group)
     finally:
         ctx.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.labels import engine as consensus_engine
 from core.active import strategies as active
 from core.labels.votes import VOTE_KINDS, latest_per_item, ranked_counts
 from core.store.project_store import Store
@@ -34,7 +35,7 @@ def vote_stats(store: Store, item_ids: np.ndarray, votes: list | None = None) ->
         k = pos.get(r[0])
         if k is not None:
             confirmed[k] = True
-    cfg = store.consensus_settings()
+    cfg = consensus_engine.settings(store)
     params = cfg["params"]
     posterior, accuracy = None, 0.7
     if cfg["method"] != "majority" and params is not None and params.method == cfg["method"]:
@@ -48,7 +49,7 @@ def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, conf
                 pos: dict) -> tuple[np.ndarray, float]:
     """The fitted method's posterior (n, K) of the voted, unconfirmed items (zeros elsewhere) and the
     chance that a further vote is right."""
-    from core.labels.params import item_posterior
+    from core.labels.params import item_posterior, vote_accuracy
 
     K = len(params.classes)
     index = {c: k for k, c in enumerate(params.classes)}
@@ -56,15 +57,11 @@ def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, conf
     rows = [(item_id, pos[item_id]) for item_id in per_item if item_id in pos and not confirmed[pos[item_id]]]
     proba = None
     if params.method == "model_aware":
-        proba = store.run_proba(params.run_id, [i for i, _ in rows], K)
+        proba = consensus_engine.model_proba(store, params.run_id, [i for i, _ in rows], K)
     for r, (item_id, k) in enumerate(rows):
         votes = {a: index[lab] for a, lab in per_item[item_id].items() if lab in index}
         post[k] = item_posterior(params, votes, None if proba is None else proba[r])
-    if params.method == "dawid_skene" and params.confusions:
-        prior = np.asarray(params.prior)
-        accuracy = float(np.mean([np.diag(np.asarray(c)) @ prior for c in params.confusions.values()]))
-    else:
-        accuracy = float(params.vote_accuracy)
+    accuracy = vote_accuracy(params)
     return post, float(np.clip(accuracy, 1.0 / K + 1e-3, 1 - 1e-3))
 
 
@@ -79,27 +76,55 @@ def aligned_proba(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
     return np.where(np.isnan(proba), 1.0 / proba.shape[1], proba).astype(np.float32)
 
 
-def _embeddings(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
-    """Cached features of every item (for near-duplicate suppression), or None if some are missing."""
-    from core.features import cached_features
+#: above this many items the queue does not load every item's features for near-duplicate suppression
+DEDUP_MAX_ITEMS = 200_000
 
-    name = store.settings().get("extractor")
-    try:
-        ids, X = cached_features(name, store.dir / "features", item_ids=item_ids)
-    except Exception:  # no cache yet, or an extractor that cannot load here: dedup is then skipped
-        return None
-    if len(ids) != len(item_ids):
-        return None
-    return X
+
+class QueueBatch(list):
+    """The next items to label (a list of dicts, best first) and what the queue could not do for them.
+
+    Attributes
+    ----------
+    dedup : bool
+        Whether near-duplicate suppression ran on this batch.
+    notes : list of str
+        Why it did not (no features cached yet, an unreadable cache, partial features, a project too large),
+        in words for the page; empty when everything ran.
+    """
+
+    def __init__(self, rows: list[dict] = (), *, dedup: bool = False, notes: list[str] | None = None) -> None:
+        super().__init__(rows)
+        self.dedup = dedup
+        self.notes = list(notes or [])
+
+
+def _embeddings(store: Store, item_ids: np.ndarray, strategy: str) -> tuple[np.ndarray | None, str | None]:
+    """Cached features (n, d) of every item of ``item_ids`` (n,), for near-duplicate suppression, or None and
+    why (a note for the page; an unreadable cache is also logged by :func:`core.features.project.project_features`)."""
+    from core.features.project import project_features
+
+    off = "near-duplicate suppression is off: "
+    if strategy != "cluster_diverse" and len(item_ids) > DEDUP_MAX_ITEMS:
+        return None, off + f"the project has more than {DEDUP_MAX_ITEMS:,} items"
+    feats = project_features(store, item_ids)
+    if feats.problem is not None:
+        return None, off + feats.problem
+    if len(feats.ids) != len(item_ids):
+        return None, off + f"features are cached for {len(feats.ids):,} of {len(item_ids):,} items so far"
+    return feats.X, None
 
 
 def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10, annotator: str | None = None,
-               exclude: set[int] | None = None, seed: int | None = None) -> list[dict]:
-    """The next ``n`` items to label, best first: dicts with item_id, predicted label and confidence."""
+               exclude: set[int] | None = None, seed: int | None = None) -> QueueBatch:
+    """The next ``n`` items to label, best first: dicts with item_id, predicted label and confidence.
+
+    The result is a :class:`QueueBatch` (a list) whose ``dedup`` and ``notes`` say whether near-duplicates
+    were kept out of the batch and, if not, why.
+    """
     active.get_strategy(strategy)  # unknown names fail here with the list of valid ones
     item_ids = store.item_ids()
     if len(item_ids) == 0:
-        return []
+        return QueueBatch()
     votes = store.active_votes(kinds=VOTE_KINDS)  # read once: counts and the annotator's own votes
     stats = vote_stats(store, item_ids, votes)
     candidates = np.ones(len(item_ids), bool)
@@ -111,11 +136,11 @@ def next_items(store: Store, *, strategy: str = "least_confidence", n: int = 10,
     if skip:
         candidates &= ~np.isin(item_ids, np.fromiter(skip, np.int64))
     proba = aligned_proba(store, item_ids)
-    emb = _embeddings(store, item_ids) if strategy in ("cluster_diverse",) or len(item_ids) <= 200_000 else None
+    emb, note = _embeddings(store, item_ids, strategy)
     picks = active.query(strategy, proba, batch_size=n, candidates=candidates, embeddings=emb, votes=stats,
                          rng=np.random.default_rng(seed))
     classes = store.labels()
-    out = []
+    out = QueueBatch(dedup=emb is not None, notes=[note] if note else [])
     for k in picks:
         row = {"item_id": int(item_ids[k])}
         if proba is not None:

@@ -37,7 +37,8 @@ Near-duplicates
     When ``embeddings`` are given, every strategy runs a greedy pass over its ranked short-list that
     skips any item whose cosine similarity to an item already picked is ``>= dedup_threshold``, so a
     batch is not filled with copies of one image. A ``dedup_threshold`` above 1 turns the pass off.
-    The pass is vectorised per chunk of the short-list; it never compares all ``n`` items.
+    The pass runs on faiss (:mod:`core.features.neighbours`) per chunk of the short-list; it never compares
+    all ``n`` items.
 
 Ties in a score are broken by the lower row index, so results are deterministic for a given
 ``rng``. Selection over all ``n`` rows uses :func:`numpy.argpartition` (linear time); only the
@@ -369,18 +370,19 @@ def _top_order(score: np.ndarray, m: int) -> np.ndarray:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` (m, d) scaled to unit L2 norm (zero rows stay zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+    from core.features.neighbours import unit_rows
+
+    return unit_rows(x)
 
 
 def _dedup(order: np.ndarray, embeddings: np.ndarray | None, batch_size: int, threshold: float,
            more: Callable[[], np.ndarray] | None = None) -> np.ndarray:
-    """Greedy near-duplicate suppression over a ranked list of row indices.
+    """Greedy near-duplicate suppression over a ranked list of row indices, on faiss.
 
     Walks ``order`` best first and keeps an item unless its cosine similarity to an item already kept
-    is ``>= threshold``. Works chunk by chunk: one (chunk, kept) and one (chunk, chunk) product per
-    chunk, the Python loop only over the chunk's items not already suppressed.
+    is ``>= threshold``. Works chunk by chunk: the chunk's items are looked up in a faiss index of the
+    items kept so far (nearest one), and the chunk's own near-duplicate pairs come from one faiss range
+    search over the chunk; the Python loop runs only over the chunk's items not already suppressed.
 
     Parameters
     ----------
@@ -398,8 +400,10 @@ def _dedup(order: np.ndarray, embeddings: np.ndarray | None, batch_size: int, th
     """
     if embeddings is None or threshold > 1.0:
         return order[:batch_size]
+    from core.features.neighbours import NeighbourIndex
+
     kept: list[int] = []
-    kept_vecs = np.zeros((0, embeddings.shape[1]), np.float32)
+    kept_index = NeighbourIndex(np.zeros((0, embeddings.shape[1]), np.float32), metric="cosine", fp16=False)
     pending = [order]
     asked_more = more is None
     while pending and len(kept) < batch_size:
@@ -407,20 +411,18 @@ def _dedup(order: np.ndarray, embeddings: np.ndarray | None, batch_size: int, th
         for start in range(0, seq.shape[0], _DEDUP_CHUNK):
             chunk = seq[start:start + _DEDUP_CHUNK]
             vecs = _unit(embeddings[chunk])
-            suppressed = np.zeros(chunk.shape[0], bool)
-            if kept_vecs.shape[0]:
-                suppressed |= (vecs @ kept_vecs.T).max(axis=1) >= threshold
-            sims = vecs @ vecs.T
+            suppressed = kept_index.max_similarity(vecs) >= threshold
+            near = NeighbourIndex(vecs, metric="cosine", fp16=False).range(vecs, threshold)
             new_rows: list[int] = []
             for i in np.flatnonzero(~suppressed):
                 if suppressed[i]:
                     continue
                 new_rows.append(int(i))
-                suppressed |= sims[i] >= threshold
+                suppressed[near[i]] = True
                 if len(kept) + len(new_rows) >= batch_size:
                     break
             kept.extend(int(r) for r in chunk[new_rows])
-            kept_vecs = np.concatenate([kept_vecs, vecs[new_rows]], axis=0)
+            kept_index.add(vecs[new_rows])
             if len(kept) >= batch_size:
                 break
         if not pending and len(kept) < batch_size and not asked_more:
