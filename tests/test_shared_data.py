@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import shutil
 
-import numpy as np
 import pytest
 
 from bench.make_label_csv import label_rows

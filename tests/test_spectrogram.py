@@ -1,5 +1,4 @@
 """The display spectrogram: a tone puts its energy in the right mel band."""
-import numpy as np
 
 from core.audio.preview import log_mel
 from tests.helpers import tone_wav

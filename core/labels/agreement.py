@@ -298,7 +298,6 @@ def cohen_kappa_matrix(L: np.ndarray, n_classes: int | None = None, min_overlap:
     ok = isinstance(min_overlap, (int, np.integer)) and not isinstance(min_overlap, bool) and min_overlap >= 1
     check_param(owner, "min_overlap", min_overlap, ok, "an int >= 1")
     L, K = as_label_matrix(owner, L, n_classes)
-    M = L.shape[1]
     O = _one_hot(L, K).astype(float)  # (N, M, K)
     V = O.sum(axis=2)  # (N, M): 1 where the annotator voted
     # For the pair (a, b) over their shared items: n = shared items, agree = trace of the confusion,

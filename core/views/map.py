@@ -68,6 +68,7 @@ def map_version(store: Store, run_id: int) -> tuple:
         "(SELECT COUNT(*) FROM consensus), (SELECT MAX(updated_at) FROM consensus)").fetchone()
     return (*tuple(counts), tuple(sorted(cluster_merges(store, int(run_id)).items())))
 
+
 def _hover(store: Store, df: pd.DataFrame, *, clusters_only: bool = False) -> list[str]:
     """A short text per row: the uri or the first 80 characters of the text (caption), prediction, confidence.
 

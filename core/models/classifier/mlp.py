@@ -68,7 +68,6 @@ class TorchMLP(ClassifierMixin, BaseEstimator):
         ``sample_weight`` (n,) scales each item's cross-entropy (normalised to mean 1).
         """
         import torch
-        import torch.nn.functional as F
 
         torch.manual_seed(self.random_state)
         # small dense layers on the CPU run fastest on one thread (thread hand-offs dominate otherwise)
