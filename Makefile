@@ -9,7 +9,7 @@ DEMO ?= $(PROJECTS)/demo
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: venv demo run worker app test test-fast bench clean-demo
+.PHONY: venv demo run worker app test test-fast bench bench-quick clean-demo
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,17 @@ worker: venv
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the default suite less the tests marked slow, browser, shared or gpu: under 3 minutes on 2 cores
 test-fast: venv
-	$(PY) -m pytest -m "not slow and not browser and not shared" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not browser and not shared and not gpu" $(PYTEST_ARGS)
 
+# every CPU benchmark at the sizes of the recorded figures (hours), rows appended to bench/results/;
+# bench-quick: a smoke run of all of them on tiny sizes (minutes), rows in bench/out/quick/
 bench: venv
 	$(PY) bench/run_all.py
+
+bench-quick: venv
+	$(PY) bench/run_all.py --quick
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -13,12 +13,21 @@ Quality (CPU is fine; results go to bench/results/dec.jsonl):
   EfficientNet-Lite0 + MiniLM features, the two-branch model's cluster sizes and sample captions, and the
   NMI between the image-only and the two-branch clusterings.
 
+Prior source (``--prior-demo``): the demo project's case for ``prior_source`` (docs/dec.md, "Where w comes
+from"): the demo of 600 MNIST digits (``core.io.demo.create_demo(n=600)``, pixels_pca features), its first
+``--prior-demo-labels`` (60) items confirmed, which the package's class order makes nearly all one class; DEC
+semi-supervised with ``prior_source="labels"`` (the seed's rule) and ``"auto"``, same seed, same config
+(``--prior-demo-epochs`` pretraining epochs, ``--prior-demo-iter`` steps): the prior w, the collapse report and
+the scores on the other items. The learning rate of the clustering phase is ``--lr`` (DECConfig's default
+otherwise).
+
 GPU speed (``--gpu-speed``): seconds per DEC epoch on 100k random items x 1280-d features on CUDA, the
 full-data target distribution included, against a naive per-batch loop that moves batch-256 slices from the
 CPU (DataLoader style) in the same run, and the pure MLP arithmetic of one epoch.
 
     python bench/bench_dec.py [--only mnist,digits,cifar,flickr] [--pretrain-epochs N] [--pretrain-batch B]
-        [--init-method umap_gmm|kmeans] [--compare-init] [--seeds 1,2,3] [--device auto]
+        [--init-method umap_gmm|kmeans] [--compare-init] [--seeds 1,2,3] [--lr LR] [--device auto]
+    python bench/bench_dec.py --only none --prior-demo [--prior-demo-epochs 20]
     python bench/bench_dec.py --gpu-speed --out DIR
 """
 from __future__ import annotations
@@ -141,7 +150,7 @@ def quality(name: str, X: np.ndarray, y: np.ndarray, args, device: str, seed: in
     cfg = DECConfig(n_clusters=k, pretrain_epochs=args.pretrain_epochs, max_iter=args.max_iter, idec=args.idec,
                     input_scaling=args.scaling, pretrain_batch_size=args.pretrain_batch,
                     pretrain_dropout=args.pretrain_dropout, weight_init=args.weight_init, init_method=args.init_method,
-                    seed=seed)
+                    seed=seed, **({} if args.lr is None else {"lr": args.lr}))
     t0 = time.perf_counter()
     dec = MultiModalDEC(cfg, device=device).fit([X], classes=classes, progress=_printer(name))
     t_dec = time.perf_counter() - t0
@@ -229,6 +238,43 @@ def _printer(name: str):
             last[0] = time.perf_counter()
             print(f"  [{name}] {info}", flush=True)
     return show
+
+
+# -------------------------------------------------------------------------------------- prior source
+def prior_demo(args, device: str) -> None:
+    """DEC on the demo's skewed first labels with the seed's class prior and with ``prior_source="auto"``."""
+    import tempfile
+
+    from core.io.demo import DEMO_LABELS, create_demo
+    from core.models.dec.model import DECConfig, MultiModalDEC
+    from core.models.training import ensure_features
+
+    with tempfile.TemporaryDirectory(prefix="dec_prior_") as tmp:
+        store, _ = create_demo(Path(tmp) / "demo", n=args.prior_demo_n, queue_features=False)
+        fm = ensure_features(store)
+        ref = store.reference_labels()
+        order = np.argsort(fm.ids)  # item order: the first items are the ones a person meets first
+        X = fm.X[order].astype(np.float32)
+        y = np.array([ref[int(i)] for i in fm.ids[order]])
+        extractor = "pixels_pca"  # the extractor create_demo sets
+    lab = np.arange(args.prior_demo_labels)
+    rest = np.arange(args.prior_demo_labels, len(y))
+    counts = {c: int(n) for c, n in zip(*np.unique(y[lab], return_counts=True))}
+    for source in ("labels", "auto"):
+        cfg = DECConfig(n_clusters=len(DEMO_LABELS), pretrain_epochs=args.prior_demo_epochs,
+                        max_iter=args.prior_demo_iter, init_method=args.init_method, prior_source=source, seed=0)
+        t0 = time.perf_counter()
+        m = MultiModalDEC(cfg, device=device).fit([X], labelled_idx=lab, y=y[lab], classes=DEMO_LABELS)
+        sizes = np.asarray(m.collapse_["sizes"])
+        record("dec", {"data": f"demo: {len(y)} MNIST digits, {extractor} features", "task": "prior-source demo check",
+                       "n_items": len(y), "dim": X.shape[1], "device": device, "n_labelled": len(lab),
+                       "labelled_per_class": counts, "prior_source": source, "prior": m.history_["prior"],
+                       "config": {"pretrain_epochs": cfg.pretrain_epochs, "max_iter": cfg.max_iter,
+                                  "init_method": cfg.init_method, "seed": cfg.seed},
+                       "collapse": m.collapse_, "largest_cluster_fraction": round(float(sizes.max() / sizes.sum()), 4),
+                       "scored_on": f"the {len(rest)} other items",
+                       "scores_other_items": label_scores(y[rest], m.predict([X])[rest]),
+                       "seconds": round(time.perf_counter() - t0, 2)}, out=args.out_name)
 
 
 # ----------------------------------------------------------------------------------------- multi-modal
@@ -361,6 +407,12 @@ def main() -> int:
     ap.add_argument("--scaling", default="dec")
     ap.add_argument("--label-fractions", default="0.01,0.1")
     ap.add_argument("--flickr-k", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=None, help="DEC's learning rate (default: DECConfig's)")
+    ap.add_argument("--prior-demo", action="store_true", help="also run the prior-source check on the demo")
+    ap.add_argument("--prior-demo-n", type=int, default=600)
+    ap.add_argument("--prior-demo-labels", type=int, default=60)
+    ap.add_argument("--prior-demo-epochs", type=int, default=20)
+    ap.add_argument("--prior-demo-iter", type=int, default=4000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gpu-speed", action="store_true")
@@ -398,6 +450,8 @@ def main() -> int:
                 quality("CIFAR-10 half, efficientnet_lite0 features", *data, args, device, seed)
     if "flickr" in wanted:
         flickr(args, device)
+    if args.prior_demo:
+        prior_demo(args, device)
     return 0
 
 

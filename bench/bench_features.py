@@ -2,7 +2,7 @@
 
 Reads CIFAR-10 images from ../shared/datasets/cifar10_half (or scikit-learn's digits when absent), runs each
 extractor through the project's cache path (compute_features) into a fresh folder, and appends the figures,
-with date and machine, to bench/results/features.json.
+with date and machine, to bench/results/features.jsonl (and the cached second call to features_cached.jsonl).
 
     python bench/bench_features.py [--n 2000] [--extractors efficientnet_lite0,pixels_pca] [--devices cpu,cuda]
 """

@@ -23,6 +23,7 @@ def cli(*args, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_cli_workflow(tmp_path):
     src = digits_folder(tmp_path / "src", per_class=15, classes=(0, 1, 2, 3))
     proj = tmp_path / "proj"

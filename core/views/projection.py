@@ -696,8 +696,9 @@ def reduce_for_map(X: np.ndarray, *, dim: int = MAP_INPUT_DIM, seed: int = 0) ->
 
     Random projections keep pairwise distances and angles approximately (Johnson-Lindenstrauss) and need no
     fitted state: the same input dimension always gives the same projection, so items added later land in
-    the same space as those the cached UMAP was fitted on. On 5,000 x 1,280 features UMAP took 40 s on
-    1,280 dimensions and 4.6 s on 128 here (2 cores).
+    the same space as those the cached UMAP was fitted on. On 5,000 x 1,280 features the fit took 16.2 s
+    on the 1,280 columns and 11.4 s after the projection (bench/bench_query_umap.py --wide,
+    bench/results/query_umap.json, 2-core CPU).
 
     Parameters
     ----------
