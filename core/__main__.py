@@ -227,6 +227,19 @@ def cmd_consensus(a) -> int:
     return EXIT_OK
 
 
+def cmd_settings(a) -> int:
+    from core.jobs import auto_retrain
+    from core.store.project_store import Store
+
+    store = Store(a.project)
+    if a.auto_retrain is not None:
+        store.set_setting("auto_retrain", a.auto_retrain == "on")
+    if a.every is not None:
+        store.set_setting("auto_retrain_every", a.every)
+    _print({**auto_retrain.DEFAULTS, **store.settings()}, a.json)
+    return EXIT_OK
+
+
 def cmd_query(a) -> int:
     from core.active.queue import next_items
     from core.store.project_store import Store
@@ -339,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--min-confidence", type=float, help="Dawid-Skene / model-aware: posterior that confirms an item")
     sp.add_argument("--weight-by-confidence", choices=["on", "off"],
                     help="training weighs each confirmed item by its consensus confidence")
+
+    sp = cmd("settings", cmd_settings, "show the project's settings; set automatic light retraining")
+    sp.add_argument("project")
+    sp.add_argument("--auto-retrain", choices=["on", "off"],
+                    help="the worker queues a light retrain after every N newly confirmed labels")
+    sp.add_argument("--every", type=int, help="N, the newly confirmed labels between automatic retrains")
 
     sp = cmd("query", cmd_query, "the next items to label by a query strategy")
     sp.add_argument("project")

