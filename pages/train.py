@@ -69,12 +69,18 @@ def run_history() -> None:
     for r in runs:
         m = r["metrics"]
         ev = (m.get("evaluation") or {}).get("unlabelled") or {}
+        cal = m.get("calibration") or {"status": "unknown"}  # runs before calibration: unknown
         rows.append({"run": r["id"], "model": r["model"],
                      "selected": f"{m.get('model_selected')} {m.get('params_selected')}",
                      "cv macro-F1": m.get("cv_macro_f1"), "labelled": r["n_labelled"], "items": r["n_items"],
-                     "ref. accuracy (unlabelled)": ev.get("accuracy"), "device": r["device"],
+                     "ref. accuracy (unlabelled)": ev.get("accuracy"), "ECE": cal.get("ece_after"),
+                     "calibration": cal["status"] + (f" ({cal['method']})" if cal.get("method") else ""),
+                     "device": r["device"],
                      "seconds": r["train_seconds"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("ECE: expected calibration error of the out-of-fold predictions after calibration (cross-fitted); "
+               "calibration 'unknown': too few labels per class or no out-of-sample predictions, so the run's "
+               "confidences are not calibrated")
 
 
 run_history()

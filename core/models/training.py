@@ -20,7 +20,7 @@ import numpy as np
 
 from core.labels import engine as consensus_engine
 from core.device import resolve_device
-from core.errors import FeatureError, JobCancelled, TrainingError
+from core.errors import FeatureError, JobCancelled, TrainingError, ValidationError
 from core.evaluation.runs import evaluate_arrays
 from core.features import compute_features
 from core.features.base import ItemRef
@@ -215,7 +215,8 @@ def train_model(
         raise JobCancelled("cancelled after training")
     train_seconds = time.perf_counter() - t0
 
-    proba = np.asarray(out.proba, dtype=np.float32)
+    raw_proba = np.asarray(out.proba, dtype=np.float32)
+    proba, calibration, oof_calibrated = calibrate_output(out, y, classes)
     top = proba.argmax(1)
     labels = [classes[j] for j in top]
     confidences = proba[np.arange(len(top)), top]
@@ -240,14 +241,17 @@ def train_model(
         "label_counts": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
         "feature_failures": feats.failures[:50], "n_feature_failures": len(feats.failures),
         "train_seconds": round(train_seconds, 3), "device": device, "evaluation": evaluation,
-        "phase_seconds": phases, "weight_by_confidence": weight_by_confidence,
+        "phase_seconds": phases, "weight_by_confidence": weight_by_confidence, "calibration": calibration,
         "consensus": {"method": consensus_engine.settings(store)["method"],
                       **({} if consensus_fit is None else {"refit_seconds": consensus_fit["seconds"]})},
     }
     run_dir = _write_artefacts(store, model, out, feats.ids, proba, classes, clusters, emb,
                                {"annotated_item_ids": np.array(sorted(annotated), dtype=np.int64),
                                 "train_item_ids": feats.ids[labelled],
-                                **({} if out.oof_proba is None else {"oof_proba": np.asarray(out.oof_proba, np.float32)})})
+                                "train_labels": np.array([str(v) for v in y], dtype=str),  # consensus labels of those rows
+                                **({} if out.oof_proba is None else {"oof_proba": np.asarray(out.oof_proba, np.float32)}),
+                                **({} if oof_calibrated is None else {"proba_uncalibrated": raw_proba,
+                                                                      "oof_proba_calibrated": oof_calibrated})})
     try:
         with store.transaction() as conn:  # publish_run joins this transaction: the claim holds until COMMIT
             run_id = store.publish_run(
@@ -265,6 +269,38 @@ def train_model(
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing refers to it: the transaction rolled back
         raise
     return run_id
+
+
+def calibrate_output(out: Any, y: np.ndarray, classes: list[str]) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """The probabilities of every item after calibration, and the run's calibration record.
+
+    The map (:class:`core.models.calibration.Calibrator`) is fitted on the trainer's out-of-fold probabilities
+    ``out.oof_proba`` (m, k) of the labelled rows against their labels ``y`` (m,) (rows no fold predicted are
+    left out) and applied to ``out.proba`` (n, k). A family without out-of-fold predictions, or too few of them,
+    keeps its probabilities and records ``status: "unknown"`` with the reason: its confidence is not known.
+
+    Returns
+    -------
+    (ndarray (n, k) float32, dict, ndarray (m, k) float32 or None)
+        The probabilities, the record of :func:`core.models.calibration.calibration_report` (``metrics
+        ["calibration"]``) and, when calibrated, the cross-fitted calibrated out-of-fold rows (NaN where no fold
+        predicted), saved as ``oof_proba_calibrated.npy`` (the raw ones as ``proba_uncalibrated.npy``).
+    """
+    from core.models.calibration import calibration_report, unknown_record
+
+    proba = np.asarray(out.proba, dtype=np.float32)
+    if out.oof_proba is None:
+        return proba, unknown_record("the family gives no out-of-sample predictions"), None
+    index = {c: j for j, c in enumerate(classes)}
+    yi = np.array([index[str(v)] for v in y], dtype=np.int64)
+    try:
+        cal, record = calibration_report(np.asarray(out.oof_proba, dtype=np.float64), yi,
+                                         labelled_classes=np.unique(yi))
+    except ValidationError as exc:  # e.g. rows that are not distributions: the run stands, its confidence unknown
+        return proba, unknown_record(f"the out-of-fold predictions cannot be used: {exc}"), None
+    if cal.status_ != "calibrated":
+        return proba, record, None
+    return cal.transform(proba).astype(np.float32), record, cal.oof_cross_fitted_.astype(np.float32)
 
 
 def _map_coords(store: Store, model: str, feats: FeatureMatrix, emb: np.ndarray, *, own_embedding: bool,

@@ -621,9 +621,16 @@ def train_pseudo_label(ctx, *, variant: str | None = None):
     metrics = {**est.summary(), "modality": modality, "decode_seconds": round(decode_s, 3),
                "n_media_failures": len(data.failures),
                "media_failures": [{"row": int(r), "reason": m} for r, m in list(data.failures.items())[:50]]}
+    # out-of-sample probabilities of the labelled rows, for calibration: the validation rows (held out of every
+    # round's training; they only chose the early-stopping epoch), NaN for the rows it trained on
+    oof = np.full((len(ctx.labelled), kp), np.nan, dtype=np.float32)
+    val = np.isin(np.asarray(ctx.labelled, dtype=np.int64), est.val_items_)
+    oof[val] = proba[np.asarray(ctx.labelled, dtype=np.int64)[val]]
+    metrics["oof_source"] = "validation split"
     emb = est.embeddings_
     if emb is not None and (~ok).any():
         emb = emb.copy()
         emb[~ok] = emb[ok].mean(0)
     return TrainOutput(proba=proba, config=asdict(est.config_), metrics=metrics,
-                       artefacts={"checkpoint": est.checkpoint_}, embeddings=emb, pseudo_labels=est.pseudo_labels())
+                       artefacts={"checkpoint": est.checkpoint_}, embeddings=emb, pseudo_labels=est.pseudo_labels(),
+                       oof_proba=oof)
