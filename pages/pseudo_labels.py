@@ -2,10 +2,11 @@
 above the threshold, and "accept" (one bulk annotation by the annotator who accepts; undoable)."""
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.views.pseudo_labels import (accept_pseudo_labels, accept_refusal, candidates, pseudo_label_rounds,
-                                      pseudo_label_summary)
+                                      pseudo_label_summary, threshold_by_target)
 from pages.common import item_grid, require_store, run_picker
 
 store = require_store()
@@ -20,8 +21,35 @@ if not rounds["metrics"].empty or not rounds["counts"].empty:
         st.caption("Machine labels the run stored per round and class (never counted as confirmed until "
                    "accepted below)")
         st.dataframe(rounds["counts"], width="stretch")
-threshold = st.slider("Confidence threshold", 0.0, 1.0, 0.95, 0.01)
+
+
+def _set_by_target() -> None:
+    choice = threshold_by_target(store, run["id"], float(st.session_state["pl-target"]))
+    st.session_state["pl-target-reason"] = choice["reason"]
+    if choice["threshold"] is not None:
+        st.session_state["pl-threshold"] = min(1.0, float(choice["threshold"]))
+
+
+st.session_state.setdefault("pl-threshold", 0.95)
+left, right = st.columns([3, 1])
+with right:
+    st.number_input("Target precision", 0.5, 1.0, 0.98, 0.01, key="pl-target")
+    st.button("Choose by target precision", key="pl-by-target", on_click=_set_by_target,
+              help="the smallest threshold whose estimated precision (95% lower bound) reaches the target")
+with left:
+    threshold = st.slider("Confidence threshold", 0.0, 1.0, step=0.001, format="%.3f", key="pl-threshold")
 summary = pseudo_label_summary(store, run["id"], threshold=threshold)
+if st.session_state.get("pl-target-reason"):
+    st.info(st.session_state.pop("pl-target-reason"))
+if summary.get("confidence_status") == "known":
+    st.markdown(f"**{summary['precision_text']}**")
+    st.caption(summary["confidence_note"])
+else:
+    st.warning(summary["precision_text"])
+ref = summary.get("reference_precision")
+if ref and ref["precision"] is not None:
+    st.caption(f"Against the reference labels (evaluation only): {100 * ref['precision']:.1f}% of the "
+               f"{ref['n']:,} accepted items that have one are right.")
 
 hist = pd.DataFrame(summary["histogram"])
 if not hist.empty:
@@ -30,6 +58,18 @@ if not hist.empty:
     fig.add_vline(x=threshold, line_dash="dash")
     fig.update_layout(height=320, margin={"t": 10})
     st.plotly_chart(fig, width="stretch")
+rel = pd.DataFrame(summary.get("reliability") or [])
+if not rel.empty and rel["count"].sum() > 0:
+    with st.expander("Reliability: accuracy of out-of-fold predictions per confidence bin", expanded=True):
+        filled = rel[rel["count"] > 0]
+        fig = go.Figure()
+        fig.add_bar(x=(rel["lo"] + rel["hi"]) / 2, y=rel["count"], width=rel["hi"] - rel["lo"], name="rows",
+                    yaxis="y2", opacity=0.3)
+        fig.add_scatter(x=filled["confidence"], y=filled["accuracy"], mode="lines+markers", name="accuracy")
+        fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash"}, name="perfect calibration")
+        fig.update_layout(height=320, margin={"t": 10}, xaxis_title="mean confidence", yaxis_title="accuracy",
+                          yaxis={"range": [0, 1]}, yaxis2={"overlaying": "y", "side": "right", "title": "rows"})
+        st.plotly_chart(fig, width="stretch")
 gains = pd.DataFrame(summary["gains"])
 st.subheader("What each class would gain")
 st.dataframe(gains, hide_index=True, width="stretch")

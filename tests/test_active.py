@@ -56,10 +56,15 @@ def test_uncertainty_respects_candidates():
     assert query("entropy", PROBA4, batch_size=3, candidates=np.zeros(4, bool)).tolist() == []
 
 
-def test_ties_go_to_the_lower_index():
-    uniform = np.full((6, 3), 1 / 3)
-    assert query("entropy", uniform, batch_size=3).tolist() == [0, 1, 2]
-    assert query("margin", uniform, batch_size=2).tolist() == [0, 1]
+def test_ties_are_seeded_not_by_index():
+    # a flat model (every row uniform) ranks nothing: a seeded random sample, not the first ids
+    uniform = np.full((60, 3), 1 / 3)
+    a = query("entropy", uniform, batch_size=3, rng=1)
+    assert a.tolist() == query("entropy", uniform, batch_size=3, rng=1).tolist()
+    assert a.tolist() != [0, 1, 2] and len(set(a.tolist())) == 3
+    # needs_another_vote still orders equals by the lower row index
+    v = VoteStats(np.ones(4, int), np.ones(4, int), np.zeros(4, int), 2, np.zeros(4, bool))
+    assert query("needs_another_vote", None, batch_size=2, votes=v).tolist() == [0, 1]
 
 
 def test_partition_path_matches_full_sort():

@@ -29,8 +29,8 @@ Strategies (see :func:`list_strategies`):
 
 No model yet
     When ``proba`` is ``None`` the uncertainty strategies (``least_confidence``, ``margin``,
-    ``entropy``) fall back to ``random`` over the candidates. ``cluster_diverse`` without ``proba``
-    becomes a cold-start diversity sample: k-means on a random short-list and the item nearest each
+    ``entropy``) fall back to ``random`` over the candidates (a flat model: see below).
+    ``cluster_diverse`` without ``proba`` becomes a cold-start diversity sample: k-means on a random short-list and the item nearest each
     centroid, largest clusters first.
 
 Near-duplicates
@@ -40,9 +40,18 @@ Near-duplicates
     The pass runs on faiss (:mod:`core.features.neighbours`) per chunk of the short-list; it never compares
     all ``n`` items.
 
-Ties in a score are broken by the lower row index, so results are deterministic for a given
-``rng``. Selection over all ``n`` rows uses :func:`numpy.argpartition` (linear time); only the
-short-list is sorted.
+Ties and flat confidence
+    The uncertainty strategies (``least_confidence``, ``margin``, ``entropy``, and the short-list of
+    ``cluster_diverse``) break exact ties in their score by a random key drawn from ``rng``, not by the
+    row index, so a block of equally uncertain items is sampled, not taken in id order. When the model
+    is not yet informative (its score is the same for every candidate within :data:`FLAT_TOL`, as when
+    all predictions are at confidence 1.0 or all uniform: :func:`is_flat`) the score says nothing: they
+    fall back to the cold-start diversity sample of ``cluster_diverse`` when
+    ``embeddings`` are given, else to ``random``. Pass calibrated probabilities (the run's ``proba``
+    after temperature scaling) so that the scores compare like with like. ``needs_another_vote`` keeps
+    ties by the lower row index. Results are deterministic for a given ``rng``.
+
+Selection over all ``n`` rows uses :func:`numpy.argpartition` (linear time); only the short-list is sorted.
 
 Examples
 --------
@@ -75,6 +84,8 @@ __all__ = [
     "entropy",
     "cluster_diverse",
     "needs_another_vote",
+    "is_flat",
+    "FLAT_TOL",
 ]
 
 _OWNER = "query strategy"
@@ -82,6 +93,8 @@ _OWNER = "query strategy"
 CLUSTER_SHORTLIST_FACTOR = 10
 #: chunk of the ranked short-list that the near-duplicate pass compares at once
 _DEDUP_CHUNK = 1024
+#: spread of the sorted class probabilities over the candidates below which a model counts as flat
+FLAT_TOL = 1e-6
 
 
 # --------------------------------------------------------------------------------------------- votes
@@ -345,13 +358,16 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -np.einsum("ij,ij->i", p, np.log(q))
 
 
-def _top_order(score: np.ndarray, m: int) -> np.ndarray:
-    """Positions of the ``m`` largest scores, best first, ties by lower position.
+def _top_order(score: np.ndarray, m: int, tiebreak: np.random.Generator | None = None) -> np.ndarray:
+    """Positions of the ``m`` largest scores, best first.
 
     Parameters
     ----------
     score : np.ndarray, shape (n,)
     m : int
+    tiebreak : numpy.random.Generator, optional
+        Exact ties in ``score`` are ordered by random keys drawn from it (only for the items that can reach
+        the top ``m``); default: the lower position.
 
     Returns
     -------
@@ -361,11 +377,41 @@ def _top_order(score: np.ndarray, m: int) -> np.ndarray:
     if m <= 0 or n == 0:
         return np.zeros(0, np.int64)
     if m >= n:
-        return np.argsort(-score, kind="stable").astype(np.int64)
-    part = np.argpartition(-score, m - 1)[:m]
-    thr = score[part].min()
-    sel = np.flatnonzero(score >= thr)  # every item tied with the m-th best, in index order
-    return sel[np.argsort(-score[sel], kind="stable")][:m].astype(np.int64)
+        sel = np.arange(n)
+    else:
+        part = np.argpartition(-score, m - 1)[:m]
+        thr = score[part].min()
+        sel = np.flatnonzero(score >= thr)  # every item tied with the m-th best, in index order
+    if tiebreak is None:
+        return sel[np.argsort(-score[sel], kind="stable")][:m].astype(np.int64)
+    return sel[np.lexsort((tiebreak.random(sel.shape[0]), -score[sel]))][:m].astype(np.int64)
+
+
+def is_flat(proba: np.ndarray, tol: float = FLAT_TOL) -> bool:
+    """Whether a model is not (yet) informative on these rows: every row has the same sorted probabilities.
+
+    Parameters
+    ----------
+    proba : np.ndarray, shape (n, k)
+        Class probabilities of the candidates.
+    tol : float
+        Largest spread (max - min over rows) of each sorted probability that still counts as equal.
+
+    Returns
+    -------
+    bool
+        True when all rows are the same up to a permutation of the classes within ``tol`` (all at
+        confidence 1.0, all uniform, ...), so that margin, entropy and least confidence tie everywhere;
+        True for zero rows.
+    """
+    p = np.asarray(proba)
+    if p.ndim != 2 or p.shape[0] <= 1:
+        return True
+    top = p.max(axis=1)
+    if float(top.max()) - float(top.min()) > tol:  # the usual case, decided in one pass
+        return False
+    s = np.sort(p, axis=1)
+    return bool((s.max(axis=0) - s.min(axis=0)).max() <= tol)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -433,19 +479,20 @@ def _dedup(order: np.ndarray, embeddings: np.ndarray | None, batch_size: int, th
     return np.asarray(kept, dtype=np.int64)
 
 
-def _rank_and_pick(score: np.ndarray, inp: _Inputs) -> np.ndarray:
-    """Rank candidates by ``score`` (n_c,) (higher = asked first), then drop near-duplicates."""
+def _rank_and_pick(score: np.ndarray, inp: _Inputs, tiebreak: np.random.Generator | None = None) -> np.ndarray:
+    """Rank candidates by ``score`` (n_c,) (higher = asked first; exact ties in random order drawn from
+    ``tiebreak``, else by the lower index), then drop near-duplicates."""
     b = inp.batch_size
     n_c = score.shape[0]
     if inp.embeddings is None or inp.dedup_threshold > 1.0:
-        return inp.cand_idx[_top_order(score, b)]
+        return inp.cand_idx[_top_order(score, b, tiebreak)]
     m = min(n_c, max(2 * b, b + 64))
-    first = _top_order(score, m)
+    first = _top_order(score, m, tiebreak)
 
     def more() -> np.ndarray:
         # rare: the short-list was mostly near-duplicates; rank the rest of the candidates in full
-        full = np.argsort(-score, kind="stable")
-        return inp.cand_idx[full[m:]]
+        full = _top_order(score, n_c, tiebreak)
+        return inp.cand_idx[full[~np.isin(full, first)]]
 
     return _dedup(inp.cand_idx[first], inp.embeddings, b, inp.dedup_threshold, more if m < n_c else None)
 
@@ -505,7 +552,22 @@ def _uncertainty(name: str, score_fn: Callable[[np.ndarray], np.ndarray], proba:
     inp = _prepare(name, proba, batch_size, candidates, embeddings, votes, rng, dedup_threshold)
     if inp.proba is None:
         return _rank_and_pick(_random_scores(inp), inp)
-    return _rank_and_pick(score_fn(_rows(inp.proba, inp.cand_idx, inp.n)), inp)
+    score = score_fn(_rows(inp.proba, inp.cand_idx, inp.n))
+    if _flat_score(score):  # the model says nothing yet: a diverse (or random) sample, not the first ids
+        return _uninformative(inp)
+    return _rank_and_pick(score, inp, tiebreak=inp.rng)
+
+
+def _flat_score(score: np.ndarray) -> bool:
+    """Whether a score (n_c,) is the same for every candidate within :data:`FLAT_TOL` (ranks nothing)."""
+    return score.shape[0] <= 1 or float(score.max()) - float(score.min()) <= FLAT_TOL
+
+
+def _uninformative(inp: _Inputs) -> np.ndarray:
+    """The batch when there is no informative model: cold-start diversity with embeddings, else random."""
+    if inp.embeddings is None or inp.cand_idx.shape[0] == 0:
+        return _rank_and_pick(_random_scores(inp), inp)
+    return _cold_start(inp)
 
 
 def _least_confidence_score(p: np.ndarray) -> np.ndarray:
@@ -563,8 +625,8 @@ def cluster_diverse(proba: np.ndarray | None, *, batch_size: int, candidates: np
     When near-duplicate suppression removes a pick (or a cluster is empty), the next most uncertain
     short-listed items fill the batch.
 
-    Without ``proba`` (no model yet) the short-list is a random sample and each cluster contributes
-    the member nearest its centroid, largest clusters first: a cold-start sample that covers the
+    Without ``proba`` (no model yet), or when the entropy is flat (:func:`is_flat`), the short-list is a
+    random sample and each cluster contributes the member nearest its centroid, largest clusters first: a cold-start sample that covers the
     embedding space. ``embeddings`` are required.
 
     Cost: one k-means of ``10 * batch_size`` points into ``batch_size`` clusters (about 0.2 s at
@@ -577,15 +639,30 @@ def cluster_diverse(proba: np.ndarray | None, *, batch_size: int, candidates: np
             "The 'embeddings' parameter of the 'cluster_diverse' query strategy must be an (n, d) array. "
             "Got None; extract features first or use 'entropy'."
         )
+    if inp.cand_idx.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    if inp.proba is None:
+        return _cold_start(inp)
+    score = _entropy(_rows(inp.proba, inp.cand_idx, inp.n))
+    if _flat_score(score):
+        return _cold_start(inp)
+    return _cluster_pick(inp, score, uncertain=True)
+
+
+def _cold_start(inp: _Inputs) -> np.ndarray:
+    """Cold-start diversity sample: k-means on a random short-list, the member nearest each centroid."""
+    return _cluster_pick(inp, _random_scores(inp), uncertain=False)
+
+
+def _cluster_pick(inp: _Inputs, score: np.ndarray, *, uncertain: bool) -> np.ndarray:
+    """Short-list the ``CLUSTER_SHORTLIST_FACTOR * b`` candidates of highest ``score`` (n_c,), k-means them.
+
+    ``uncertain``: pick each cluster's highest-scoring member, most uncertain first; otherwise the member
+    nearest each centroid, largest clusters first. Exact ties in ``score`` are broken by a random key.
+    """
     b = inp.batch_size
     n_c = inp.cand_idx.shape[0]
-    if n_c == 0:
-        return np.zeros(0, np.int64)
-    if inp.proba is not None:
-        score = _entropy(_rows(inp.proba, inp.cand_idx, inp.n))
-    else:
-        score = _random_scores(inp)
-    short_pos = _top_order(score, min(n_c, CLUSTER_SHORTLIST_FACTOR * b))
+    short_pos = _top_order(score, min(n_c, CLUSTER_SHORTLIST_FACTOR * b), inp.rng if uncertain else None)
     short = inp.cand_idx[short_pos]  # rows, most uncertain first
     if short.shape[0] <= b:
         return _dedup(short, inp.embeddings, b, inp.dedup_threshold)
@@ -599,7 +676,7 @@ def cluster_diverse(proba: np.ndarray | None, *, batch_size: int, candidates: np
         warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than clusters
         km = KMeans(n_clusters=b, n_init=1, random_state=seed).fit(vecs)
     labels = km.labels_
-    if inp.proba is not None:
+    if uncertain:
         # short-list is sorted by entropy: the first member of each cluster is its most uncertain
         _, first = np.unique(labels, return_index=True)
         picks = np.sort(first)  # most uncertain pick first

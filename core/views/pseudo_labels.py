@@ -1,6 +1,13 @@
 """The Pseudo-labels page's back end: what accepting a run's confident predictions would add per class, the
 rounds a pseudo-labelling run stored, the candidates above a threshold, and "accept" (one bulk annotation).
 
+Precision of the pseudo-labels: :func:`precision_context` reads the run's out-of-fold predictions
+(``oof_proba.npy``, ``train_item_ids.npy``, ``train_labels.npy`` in its folder) and
+:mod:`core.evaluation.precision` turns them into "accept N at >= t: estimated precision P% (from k out-of-fold
+predictions)", a reliability table and :func:`threshold_by_target`. A run without out-of-fold predictions, or
+whose calibration record says ``"unknown"``, has confidences of unknown meaning: the summary says so and gives
+no precision.
+
 A run that names no class (a label-free DEC run: :func:`core.views.common.suggests_classes` is False) has
 clusters, not classes: :func:`accept_refusal` says why, and :func:`accept_pseudo_labels` refuses it.
 """
@@ -12,11 +19,14 @@ import numpy as np
 import pandas as pd
 
 from core.errors import check_choice, check_param
+from core.evaluation import precision as prec
 from core.store.project_store import Store, validate_annotator_name
 from core.views.common import (_check_limit, _check_threshold, _confirmed_ids, _consensus, _predictions,
                                _require_run, _resolve_run, _run_classes, _voted_by, suggests_classes)
 
 N_BINS = 20
+#: bins of the reliability table computed from the OOF rows when the run records none
+RELIABILITY_BINS = 10
 
 
 def accept_refusal(run: dict) -> str | None:
@@ -46,6 +56,12 @@ def pseudo_label_summary(store: Store, run_id: int | None = None, *, threshold: 
         predicted as the class with confidence >= threshold), predicted (all unconfirmed items predicted as it),
         confirmed (items confirmed as it now); ``histogram``: one dict per class and bin with label, bin (its
         centre), lo, hi, count, over unconfirmed items. Both lists are empty when there is no run.
+        With a run, also: ``confidence_status`` ("known" / "unknown") and ``confidence_note``
+        (:func:`precision_context`); ``reliability`` (bin rows lo, hi, count, confidence, accuracy);
+        ``calibration`` (the run's record or None); ``precision`` (an estimate dict: threshold, n, correct,
+        precision, lower, upper, status, reason; only when known) and ``precision_text``
+        ("accept N at >= t: estimated precision P% (...)"); ``reference_precision`` (n, precision) of the
+        accepted items that have a reference label, when the project has reference labels (evaluation only).
     """
     threshold = _check_threshold("pseudo_label_summary", threshold)
     edges = np.linspace(0.0, 1.0, N_BINS + 1)
@@ -71,7 +87,146 @@ def pseudo_label_summary(store: Store, run_id: int | None = None, *, threshold: 
                          "count": int(counts[k, b])} for k, c in enumerate(classes) for b in range(N_BINS)]
     out["n_unconfirmed"] = int(len(preds))
     out["total_gain"] = int(above.sum())
+    ref = store.reference_labels()
+    if ref:  # evaluation only (never shown to annotators as labels): the realised precision of what is accepted
+        acc_ids, acc_lab = preds["item_id"].to_numpy()[above], labels[above]
+        truth = pd.Series(acc_ids).map(ref).to_numpy(dtype=object)
+        has = pd.notna(truth)
+        out["reference_precision"] = {"n": int(has.sum()), "precision": float((acc_lab[has] == truth[has]).mean())
+                                      if has.any() else None}
+    ctx = precision_context(store, run)
+    out.update(confidence_status=ctx["status"], confidence_note=ctx["note"], reliability=ctx["reliability"],
+               calibration=ctx["calibration"])
+    if ctx["status"] == "known":
+        est = prec.estimate_precision(ctx["confidence"], ctx["correct"], threshold)
+        out["precision"] = est.as_dict()
+        out["precision_text"] = _precision_text(out["total_gain"], threshold, est)
+    else:
+        out["precision_text"] = (f"accept {out['total_gain']:,} at >= {threshold:.2f}: precision cannot be "
+                                 f"estimated ({ctx['note']})")
     return out
+
+
+def _precision_text(n_accept: int, threshold: float, est: prec.PrecisionEstimate) -> str:
+    head = f"accept {n_accept:,} at >= {threshold:.2f}: "
+    if est.status != "estimated":
+        return head + f"estimated precision unknown ({est.reason})"
+    return (head + f"estimated precision {100 * est.precision:.0f}% (95% interval {100 * est.lower:.0f}-"
+            f"{100 * est.upper:.0f}%, from {est.n:,} out-of-fold predictions)")
+
+
+def _oof_labels(store: Store, run_dir: Any, ids: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Training labels (m,) of the OOF rows, and a note when today's confirmed labels stand in for them."""
+    path = run_dir / "train_labels.npy"
+    if path.exists():
+        lab = np.load(path, allow_pickle=False).astype(str).astype(object)
+        if lab.shape == ids.shape:
+            return lab, None
+    cons = _consensus(store)
+    now = cons[cons["confirmed"]].set_index("item_id")["label"]
+    lab = pd.Series(ids).map(now).to_numpy(dtype=object)
+    return lab, ("this run predates train_labels.npy: its out-of-fold rows are scored against today's confirmed "
+                 "labels (items no longer confirmed are left out)")
+
+
+def _calibrated_oof(run_dir: Any, oof: np.ndarray, cal: dict | None) -> np.ndarray:
+    """The OOF probabilities on the scale of the run's published (calibrated) ones.
+
+    ``oof_proba_calibrated.npy`` when the run stored it; else the recorded temperature applied to the raw
+    OOF rows; else the raw rows (an isotonic map cannot be re-applied from the record alone).
+    """
+    path = run_dir / "oof_proba_calibrated.npy"
+    if path.exists():
+        return np.load(path)
+    if cal and cal.get("status") == "calibrated" and cal.get("method") == "temperature" and cal.get("temperature"):
+        from core.models.calibration import apply_temperature
+
+        ok = np.isfinite(oof).all(axis=1)
+        out = np.full(oof.shape, np.nan)
+        if ok.any():
+            out[ok] = apply_temperature(oof[ok], float(cal["temperature"]))
+        return out
+    return oof
+
+
+def _reliability_rows(table: Any) -> list[dict[str, Any]] | None:
+    """The calibration record's reliability table (edges, count, confidence, accuracy lists) as bin rows."""
+    if not isinstance(table, dict) or not {"edges", "count", "confidence", "accuracy"} <= set(table):
+        return None
+    e = table["edges"]
+    return [{"lo": float(e[b]), "hi": float(e[b + 1]), "count": int(table["count"][b]),
+             "confidence": table["confidence"][b], "accuracy": table["accuracy"][b]}
+            for b in range(len(table["count"]))]
+
+
+def precision_context(store: Store, run: dict) -> dict[str, Any]:
+    """What the run's out-of-fold predictions say about its confidences.
+
+    Returns
+    -------
+    dict
+        ``status``: "known" or "unknown"; ``note``: why unknown, or how the estimate was made; ``confidence``
+        (m,) and ``correct`` (m,) bool of the usable OOF rows (empty when unknown); ``reliability``: bin rows
+        (lo, hi, count, confidence, accuracy) from ``metrics["calibration"]["reliability"]`` when recorded,
+        else from the OOF rows (empty list when unknown); ``calibration``: the run's record or None.
+    """
+    cal = (run.get("metrics") or {}).get("calibration")
+    cal = cal if isinstance(cal, dict) else None
+    out: dict[str, Any] = {"status": "unknown", "note": "", "confidence": np.zeros(0), "correct": np.zeros(0, bool),
+                           "reliability": [], "calibration": cal}
+    if not suggests_classes(run):
+        out["note"] = "the run predicts clusters, not classes, so its confidence is unknown"
+        return out
+    if cal is not None and cal.get("status") == "unknown":
+        out["note"] = f"the run's confidence is unknown (calibration: {cal.get('reason') or 'unknown'})"
+        return out
+    d = store.run_dir(run)
+    if not ((d / "oof_proba.npy").exists() and (d / "train_item_ids.npy").exists()):
+        out["note"] = ("the run's confidence is unknown: it has no out-of-fold predictions (this model family does "
+                       "not produce them, or the run predates them)")
+        return out
+    ids = np.load(d / "train_item_ids.npy").astype(np.int64)
+    oof = np.asarray(np.load(d / "oof_proba.npy"), dtype=float)
+    classes = [str(c) for c in run.get("classes") or []]
+    if oof.ndim != 2 or oof.shape[0] != ids.shape[0] or oof.shape[1] != len(classes):
+        out["note"] = "the run's confidence is unknown: its out-of-fold arrays do not match its classes"
+        return out
+    labels, note = _oof_labels(store, d, ids)
+    known = pd.notna(labels)
+    p = _calibrated_oof(d, oof, cal)[known]
+    conf, correct = prec.oof_confidence(p, classes, labels[known])
+    if conf.size == 0:
+        out["note"] = "the run's confidence is unknown: none of its out-of-fold rows has a prediction and a label"
+        return out
+    recorded = _reliability_rows(cal.get("reliability")) if cal else None
+    out.update(status="known", note=note or f"from {conf.size:,} out-of-fold predictions", confidence=conf,
+               correct=correct, reliability=recorded or prec.reliability_table(conf, correct, RELIABILITY_BINS))
+    return out
+
+
+def threshold_by_target(store: Store, run_id: int | None, target: float, *, criterion: str = "lower",
+                        min_count: int = 20) -> dict[str, Any]:
+    """The smallest threshold whose estimated precision reaches ``target`` (see
+    :func:`core.evaluation.precision.threshold_for_precision`; default: its Wilson lower bound, on at least
+    ``min_count`` out-of-fold rows).
+
+    Returns
+    -------
+    dict
+        target, criterion, threshold (None when none reaches it or the precision is unknown), estimate (dict or
+        None), reason (None when a threshold was found).
+    """
+    owner = "threshold_by_target"
+    check_choice(owner, "criterion", criterion, ("lower", "estimate"))
+    run = _require_run(store, run_id, owner)
+    ctx = precision_context(store, run)
+    if ctx["status"] != "known":
+        ok = isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < float(target) <= 1
+        check_param(owner, "target", target, ok, "a number in (0, 1]")
+        return {"target": float(target), "criterion": criterion, "threshold": None, "estimate": None,
+                "reason": f"precision cannot be estimated: {ctx['note']}"}
+    return prec.threshold_for_precision(ctx["confidence"], ctx["correct"], target, criterion=criterion,
+                                        min_count=min_count).as_dict()
 
 
 def _class_histogram(labels: np.ndarray, conf: np.ndarray, classes: list[str]) -> np.ndarray:
