@@ -150,6 +150,26 @@ def _print(name: str, row: dict) -> None:
           f"fit {row['fit_seconds']} s)", flush=True)
 
 
+def table(path: Path, code: str | None = None) -> str:
+    """A markdown table of the recorded rows (of one ``code`` version when given): held-out ECE before -> after
+    per data set, labels and model, one cell per seed."""
+    import json
+    cells: dict[tuple, list[str]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if "skipped" in r or (code and r.get("code") != code):
+            continue
+        key = (r["data"], r["n_labelled"], r["model"])
+        if r["status"] != "calibrated":
+            cells.setdefault(key, []).append(f"s{r['seed']}: unknown ({r['reason']})")
+        else:
+            cells.setdefault(key, []).append(f"s{r['seed']}: {r['heldout_ece_before']:.3f} -> "
+                                             f"{r['heldout_ece_after']:.3f} ({r['method']})")
+    out = ["| data | labels | model | held-out ECE before -> after, per seed |", "|---|---|---|---|"]
+    out += [f"| {d} | {n} | {m} | {'; '.join(v)} |" for (d, n, m), v in cells.items()]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", nargs="+", default=["mnist", "cifar"], choices=["mnist", "cifar"])
@@ -161,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated: classifier, pseudo_label_head")
     ap.add_argument("--compute-features", action="store_true", help="compute missing CIFAR features (slow on CPU)")
     ap.add_argument("--out", default=None, help="results folder (default bench/results or $BENCH_OUT)")
+    ap.add_argument("--table", action="store_true", help="print the recorded rows as a markdown table and stop")
+    ap.add_argument("--code", default=None, help="with --table: only rows of this code version")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(Path(args.out or os.environ.get("BENCH_OUT") or Path(__file__).parent / "results") / "calibration.jsonl",
+                    args.code))
+        return 0
     if args.out:
         os.environ["BENCH_OUT"] = args.out
     families = [f for f in args.families.split(",") if f]

@@ -11,13 +11,13 @@ import re
 import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
 
 from core.errors import ValidationError
 from core.io.ingest import import_manifest
 from core.labels import engine as consensus_engine
+from core.models.classifier.faiss_knn import SmoothedKNeighborsClassifier
 from core.models.classifier.model import ClassifierConfig, FeatureClassifier
 from core.store.project_store import Store
 
@@ -26,12 +26,14 @@ def test_classifier_keeps_the_winners_out_of_fold_probabilities():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5)).astype(np.float32)
     y = np.array(["a", "b", "c"])[rng.integers(0, 3, 60)]  # labels unrelated to X: 1-NN is right by chance only
-    clf = FeatureClassifier(ClassifierConfig(families=("knn",), knn_k=(1,), n_folds=5)).fit(X, y)
+    # grid="full" keeps the 5 folds; k = 1 votes with 3 smoothed neighbours since issue 12
+    clf = FeatureClassifier(ClassifierConfig(families=("knn",), knn_k=(1,), n_folds=5, grid="full")).fit(X, y)
     assert clf.oof_proba_.shape == (60, 3)
     # the same folds by hand: each row predicted by the 1-NN that did not see it
     ref = np.full((60, 3), np.nan)
     for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
-        m = make_pipeline(Normalizer(), KNeighborsClassifier(1, weights="distance")).fit(X[train], y[train])
+        m = make_pipeline(Normalizer(), SmoothedKNeighborsClassifier(3, weights="distance", smoothing=1.0))
+        m.fit(X[train], y[train])
         ref[test] = m.predict_proba(X[test])
     np.testing.assert_allclose(clf.oof_proba_, ref, atol=1e-6)
     in_sample = (clf.predict_proba(X).argmax(1) == np.searchsorted(clf.classes_, y)).mean()

@@ -54,9 +54,10 @@ def test_bad_parameters_name_the_parameter():
 def test_grid_search_uses_faiss_above_the_size_threshold(monkeypatch):
     config = classifier.ClassifierConfig(families=("knn",), knn_k=(1, 5))
     small = classifier._candidates(config, 100, "cpu")
-    assert all(type(e.steps[-1][1]).__name__ == "KNeighborsClassifier" for _, _, e in small)
+    assert all(isinstance(e.steps[-1][1], KNeighborsClassifier) for _, _, e in small)  # sklearn + smoothing
     big = classifier._candidates(config, classifier.FAISS_KNN_MIN_TRAIN, "cpu")
     assert len(big) == 2 and all(isinstance(e.steps[-1][1], FaissKNNClassifier) for _, _, e in big)
+    assert all(e.steps[-1][1].smoothing == config.knn_smoothing > 0 for _, _, e in small + big)
     X, y, _ = _data(n=200)
     monkeypatch.setattr(classifier, "FAISS_KNN_MIN_TRAIN", 10)
     fitted = classifier.FeatureClassifier(config).fit(X, y)
@@ -72,3 +73,20 @@ def test_pickles_with_joblib(tmp_path):
     joblib.dump(model, tmp_path / "m.joblib")
     back = joblib.load(tmp_path / "m.joblib")
     np.testing.assert_array_equal(back.predict_proba(Q), model.predict_proba(Q))
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_smoothed_votes_match_sklearn_plus_the_same_smoothing(weights):
+    from core.models.classifier.faiss_knn import SmoothedKNeighborsClassifier, smooth_votes
+
+    X, y, Q = _data(seed=4)
+    ref = KNeighborsClassifier(n_neighbors=5, weights=weights, algorithm="brute").fit(X, y)
+    ours = FaissKNNClassifier(n_neighbors=5, weights=weights, smoothing=1.0).fit(X, y)
+    small = SmoothedKNeighborsClassifier(n_neighbors=5, weights=weights, smoothing=1.0).fit(X, y)
+    expected = (5 * ref.predict_proba(Q) + 1.0 / 4) / (5 + 1.0)
+    np.testing.assert_allclose(smooth_votes(ref.predict_proba(Q), 5, 1.0), expected)
+    np.testing.assert_allclose(ours.predict_proba(Q), expected, atol=1e-5)
+    np.testing.assert_allclose(small.predict_proba(Q), expected, atol=1e-6)
+    assert ours.predict(Q).tolist() == ref.predict(Q).tolist() == small.predict(Q).tolist()
+    p = ours.predict_proba(Q)
+    assert p.max() < 1.0 and p.min() > 0.0  # a query on a training point too

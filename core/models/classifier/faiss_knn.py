@@ -10,11 +10,18 @@ the index does not reorder near-ties.
 
 The classifier's grid search (:mod:`core.models.classifier.model`) uses it above a training-set size, where
 sklearn's brute-force search is slower and keeps a float64 (n_query, n_train) block per chunk.
+
+``smoothing`` (both here and in :class:`SmoothedKNeighborsClassifier`, the sklearn estimator the grid search
+uses on small sets) adds a Dirichlet prior to the vote (:func:`smooth_votes`): the ``n`` neighbours' vote
+fractions count as ``n`` observations and ``smoothing`` pseudo-observations are spread evenly over the classes,
+so no probability is exactly 0 or 1 (issue 12: a 1-NN gave every item confidence 1.0). The argmax, hence every
+prediction, is the unsmoothed vote's; ``smoothing=0`` is sklearn's ``predict_proba`` exactly.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.validation import check_is_fitted
 
 from core.errors import check_choice, check_param
@@ -29,6 +36,62 @@ _OWNER = "FaissKNNClassifier"
 _RERANK_FLOATS = 1 << 22
 
 
+def smooth_votes(proba: np.ndarray, n_votes: int, smoothing: float) -> np.ndarray:
+    """Dirichlet-smoothed vote fractions: ``(n_votes * proba + smoothing / k) / (n_votes + smoothing)``.
+
+    Parameters
+    ----------
+    proba : ndarray (q, k)
+        Vote fractions (rows sum to 1), e.g. sklearn's distance-weighted ``predict_proba``.
+    n_votes : int
+        Neighbours that voted (the weight of the observed vote).
+    smoothing : float
+        Pseudo-observations spread evenly over the ``k`` classes (>= 0; 0 leaves ``proba`` unchanged).
+
+    Returns
+    -------
+    ndarray (q, k), rows summing to 1; every entry in (0, 1) when ``smoothing > 0``.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if smoothing <= 0:
+        return proba
+    return (n_votes * proba + smoothing / proba.shape[1]) / (n_votes + smoothing)
+
+
+class SmoothedKNeighborsClassifier(KNeighborsClassifier):
+    """scikit-learn's ``KNeighborsClassifier`` with :func:`smooth_votes` on its probabilities.
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Neighbours that vote (at most the number of training rows, as in sklearn).
+    weights : {"uniform", "distance"}
+    smoothing : float
+        Dirichlet pseudo-observations added to the vote (>= 0).
+    """
+
+    def __init__(self, n_neighbors: int = 5, *, weights: str = "uniform", smoothing: float = 1.0,
+                 algorithm: str = "auto", metric: str = "minkowski"):
+        super().__init__(n_neighbors=n_neighbors, weights=weights, algorithm=algorithm, metric=metric)
+        self.smoothing = smoothing
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "SmoothedKNeighborsClassifier":
+        """Store ``X`` (n, d) and ``y`` (n,); ``n_neighbors`` above ``n`` votes with all ``n`` rows."""
+        check_param("SmoothedKNeighborsClassifier", "smoothing", self.smoothing,
+                    isinstance(self.smoothing, (int, float)) and self.smoothing >= 0, "a float >= 0")
+        super().fit(X, y)
+        self._votes = int(self.n_neighbors)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Smoothed class probabilities (q, k), columns in the order of ``classes_``."""
+        return smooth_votes(super().predict_proba(X), self._votes, float(self.smoothing))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The class (q,) with the largest vote (the same as the unsmoothed vote's)."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
 class FaissKNNClassifier(ClassifierMixin, BaseEstimator):
     """k-NN classifier whose neighbour search runs on faiss (scikit-learn estimator contract).
 
@@ -40,6 +103,8 @@ class FaissKNNClassifier(ClassifierMixin, BaseEstimator):
         Equal votes, or votes weighted by ``1 / distance``.
     metric : {"euclidean", "cosine"}
         Euclidean distance, or cosine distance ``1 - cos(x, y)``.
+    smoothing : float
+        Dirichlet pseudo-observations added to the vote (:func:`smooth_votes`); 0 is sklearn's vote.
 
     Attributes
     ----------
@@ -47,10 +112,12 @@ class FaissKNNClassifier(ClassifierMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, n_neighbors: int = 5, *, weights: str = "uniform", metric: str = "euclidean") -> None:
+    def __init__(self, n_neighbors: int = 5, *, weights: str = "uniform", metric: str = "euclidean",
+                 smoothing: float = 0.0) -> None:
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric
+        self.smoothing = smoothing
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "FaissKNNClassifier":
         """Store the training rows ``X`` (n, d) with labels ``y`` (n,) in a faiss index."""
@@ -58,6 +125,8 @@ class FaissKNNClassifier(ClassifierMixin, BaseEstimator):
         check_param(_OWNER, "n_neighbors", self.n_neighbors, ok and self.n_neighbors >= 1, "an int >= 1")
         check_choice(_OWNER, "weights", self.weights, WEIGHTS)
         check_choice(_OWNER, "metric", self.metric, METRICS)
+        check_param(_OWNER, "smoothing", self.smoothing,
+                    isinstance(self.smoothing, (int, float)) and self.smoothing >= 0, "a float >= 0")
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
         check_param(_OWNER, "X", f"array of shape {X.shape}", X.ndim == 2 and len(X) == len(y) and len(X) >= 1,
@@ -111,7 +180,7 @@ class FaissKNNClassifier(ClassifierMixin, BaseEstimator):
             w[exact] = inf[exact]  # sklearn: a query on training points takes only those points
         proba = np.zeros((len(dist), len(self.classes_)))
         np.add.at(proba, (np.arange(len(dist))[:, None], self._y[rows]), w)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return smooth_votes(proba / proba.sum(axis=1, keepdims=True), dist.shape[1], float(self.smoothing))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The class (q,) with the largest (weighted) vote; ties go to the first class, as in sklearn."""
