@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,3 +29,25 @@ def tone_wav(path: Path, *, freq: float = 440.0, seconds: float = 0.5, sr: int =
     t = np.arange(int(seconds * sr)) / sr
     sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_page(page: str | None = None, *, annotator: str | None = "tester", timeout: float = 90,
+              state: dict[str, Any] | None = None):
+    """An AppTest of the app (``app.py``) switched to ``page`` (e.g. "pages/label.py"), with ``annotator``
+    and any other ``state`` in the session; asserts that it rendered without an exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    if annotator:
+        at.session_state["annotator"] = annotator
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at

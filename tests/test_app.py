@@ -10,6 +10,7 @@ from core.labels import engine as consensus_engine
 from core.jobs import queue as jobs
 from core.io.demo import create_demo
 from core.store.project_store import Store
+from tests.helpers import open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,14 +25,7 @@ def demo(tmp_path, monkeypatch):
 
 
 def _app(page: str | None = None, annotator: str = "tester") -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["annotator"] = annotator
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(page, annotator=annotator, timeout=60)
 
 
 def test_home_shows_overview(demo):

@@ -20,7 +20,7 @@ from core.jobs import queue as jobs
 from core.jobs.worker import check_auto_retrain
 from core.store.project_store import Store
 from core.views.suggestions import suggestion_source
-from tests.helpers import digits_folder
+from tests.helpers import digits_folder, open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -148,12 +148,7 @@ def test_label_page_shows_where_suggestions_come_from(tmp_path, monkeypatch):
     job_id, _ = jobs.request_job(store, "train", auto_retrain.job_params(37), requested_by="auto")
     monkeypatch.setenv("LABELTOOL_PROJECTS", str(tmp_path / "projects"))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
-    at.session_state["annotator"] = "tester"
-    at.run()
-    at.switch_page("pages/label.py")
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page("pages/label.py")
     caps = [c.value for c in at.caption]
     assert any(c.startswith(f"Suggestions from run {run_id} (classifier, trained 0:0") and "on 17 labels" in c
                and c.endswith(f"a newer model is training (job {job_id}, queued)") for c in caps), caps

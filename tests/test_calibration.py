@@ -7,6 +7,7 @@ import pytest
 
 from core.errors import ValidationError
 from core.models import calibration as cal
+from tests.helpers import open_page
 
 
 def _random_proba(rng, m, k, sharp=1.0):
@@ -202,8 +203,6 @@ def test_a_run_with_too_few_labels_says_its_calibration_is_unknown(tmp_path):
 def test_train_page_run_history_shows_ece_and_calibration_status(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from streamlit.testing.v1 import AppTest
-
     from core.models.training import train_model
 
     root = Path(__file__).resolve().parents[1]
@@ -214,12 +213,7 @@ def test_train_page_run_history_shows_ece_and_calibration_status(tmp_path, monke
     rid = train_model(store, "classifier", device="cpu", project_map=False, params=params)
     monkeypatch.setenv("LABELTOOL_PROJECTS", str(tmp_path / "projects"))
     monkeypatch.chdir(root)
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
-    at.session_state["annotator"] = "tester"
-    at.run()
-    at.switch_page("pages/train.py")
-    at.run()
-    assert not at.exception
+    at = open_page("pages/train.py")
     df = next(d.value for d in at.dataframe if "ECE" in d.value.columns)
     by_run = df.set_index("run")
     assert by_run.loc[rid, "calibration"] == "calibrated (temperature)"

@@ -20,6 +20,7 @@ from core.labels import engine as consensus_engine
 from core.models.classifier.faiss_knn import SmoothedKNeighborsClassifier
 from core.models.classifier.model import ClassifierConfig, FeatureClassifier
 from core.store.project_store import Store
+from tests.helpers import open_page
 
 
 def test_classifier_keeps_the_winners_out_of_fold_probabilities():
@@ -158,8 +159,6 @@ def test_the_labelling_queue_reads_a_model_aware_fit(crowd):
 def test_the_consensus_page_says_what_the_model_was_graded_on(crowd, tmp_path, monkeypatch):
     from pathlib import Path
 
-    from streamlit.testing.v1 import AppTest
-
     from core.models.training import train_model
 
     crowd.set_setting("consensus_method", "model_aware")
@@ -168,10 +167,5 @@ def test_the_consensus_page_says_what_the_model_was_graded_on(crowd, tmp_path, m
     root = Path(__file__).resolve().parents[1]
     monkeypatch.setenv("LABELTOOL_PROJECTS", str(tmp_path))
     monkeypatch.chdir(root)
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
-    at.session_state["annotator"] = "rev"
-    at.run()
-    at.switch_page("pages/consensus.py")
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page("pages/consensus.py", annotator="rev")
     assert any("out-of-fold" in c.value for c in at.caption)

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.io.demo import create_demo
 from core.labels import engine as consensus_engine
+from tests.helpers import open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,13 +38,7 @@ def _colours(at) -> set[str]:
 
 
 def _page(annotator: str = "viewer") -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
-    at.session_state["annotator"] = annotator
-    at.run()
-    at.switch_page("pages/embeddings.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("pages/embeddings.py", annotator=annotator)
 
 
 def test_undo_recolours_the_map(mapped):

@@ -19,6 +19,7 @@ from core.views.common import suggests_classes
 from core.views.map import map_frame
 from core.views.pseudo_labels import accept_pseudo_labels, accept_refusal, candidates
 from core.views.suggestions import item_suggestion
+from tests.helpers import open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PARAMS = {"dims": [32, 32, 4], "pretrain_epochs": 20, "batch_size": 32, "max_iter": 150,
@@ -128,13 +129,7 @@ def label_free_demo(tmp_path, monkeypatch):
 
 
 def _page(page: str, annotator: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["annotator"] = annotator
-    at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(page, annotator=annotator)
 
 
 def test_label_page_shows_the_cluster_of_a_label_free_run(label_free_demo):

@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.io.demo import create_demo
+from tests.helpers import open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,13 +21,7 @@ def project(tmp_path, monkeypatch):
 
 
 def _label_page(annotator: str = "tester") -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
-    at.session_state["annotator"] = annotator
-    at.run()
-    at.switch_page("pages/label.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("pages/label.py", annotator=annotator)
 
 
 def _current(at) -> int:

@@ -17,6 +17,7 @@ from core.errors import ValidationError
 from core.evaluation.precision import (estimate_precision, oof_confidence, reliability_table,
                                        threshold_for_precision, wilson_interval)
 from core.store.project_store import Store
+from tests.helpers import open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 0.03
@@ -212,13 +213,7 @@ def test_recorded_reliability_is_used(tmp_path):
 def _page(store: Store, monkeypatch) -> AppTest:
     monkeypatch.setenv("LABELTOOL_PROJECTS", str(store.dir.parent))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["annotator"] = "tester"
-    at.run()
-    at.switch_page("pages/pseudo_labels.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page("pages/pseudo_labels.py")
 
 
 def test_page_shows_estimate_and_sets_threshold_by_target(tmp_path, monkeypatch):
