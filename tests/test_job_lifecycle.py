@@ -25,7 +25,7 @@ from tests.helpers import digits_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
-LONG = {"params": {"mlp_max_steps": 50000, "mlp_max_epochs": 100000}}   # minutes of training on the toy set
+LONG = {"params": {"grid": "full", "families": ["mlp"], "mlp_max_steps": 50000, "mlp_max_epochs": 100000}}  # minutes
 SHORT = {"params": {"families": ["knn"], "knn_k": [1]}}                # seconds
 
 

@@ -64,7 +64,8 @@ def test_cancel_running_job_keeps_previous_run(project):
     jid, _ = jobs.request_job(project, "train", {"params": {"mlp_max_steps": 100}})
     serve(project.dir, once=True)
     first = project.run()["id"]
-    jid2, _ = jobs.request_job(project, "train", {"params": {"mlp_max_steps": 20000, "mlp_max_epochs": 100000}})
+    jid2, _ = jobs.request_job(project, "train", {"params": {"grid": "full", "families": ["mlp"], "mlp_max_steps": 20000,
+                                                               "mlp_max_epochs": 100000}})
     job = jobs.claim_next(project)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("s", run_job(Store(project.dir), job)))
@@ -93,7 +94,8 @@ def test_worker_killed_mid_job_is_marked_failed_at_next_start(project):
     jobs.request_job(project, "train", {"params": {"mlp_max_steps": 100}})
     serve(project.dir, once=True)
     first = project.run()["id"]
-    jid, _ = jobs.request_job(project, "train", {"params": {"mlp_max_steps": 50000, "mlp_max_epochs": 100000}})
+    jid, _ = jobs.request_job(project, "train", {"params": {"grid": "full", "families": ["mlp"], "mlp_max_steps": 50000,
+                                                              "mlp_max_epochs": 100000}})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "core", "worker", str(project.dir)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
