@@ -23,11 +23,15 @@ cifar   CIFAR-10 half (5,000 JPEGs) on EfficientNet-Lite0 features from the feat
 out-of-sample rows are its validation split (20 % of each class's labels, held out of training, used only for
 early stopping): with 30 MNIST labels that is 6 rows, below the minimum, so its calibration is "unknown".
 
-Not measured here: DEC (its trainer gives no out-of-sample predictions: its runs record calibration "unknown")
-and the fine-tuning pseudo_label variant (GPU-sized).
+``--models dec`` runs semi-supervised DEC through its trainer (``--dec-params``, by default a CPU budget of 30
+pretraining epochs and 1,000 clustering steps): its out-of-sample rows come from ``oof_folds`` (2) extra
+clustering phases from the run's label-free start, each with one half of the labels
+(:mod:`core.models.dec.out_of_fold`); the row records their seconds.
+
+Not measured here: the fine-tuning pseudo_label variant (GPU-sized).
 
     .venv/bin/python bench/bench_calibration.py [--parts mnist cifar] [--sizes 30 500] [--seeds 3]
-        [--families knn,linear_svm,mlp] [--compute-features] [--out DIR]
+        [--families knn,linear_svm,mlp] [--models classifier,pseudo_label_head,dec] [--compute-features] [--out DIR]
 """
 from __future__ import annotations
 
@@ -100,7 +104,7 @@ def stratified(y: np.ndarray, n_total: int | None, fraction: float | None, seed:
 
 
 def one_setting(X: np.ndarray, y: np.ndarray, labelled: np.ndarray, families: list[str], seed: int,
-                model: str = "classifier") -> dict:
+                model: str = "classifier", dec_params: dict | None = None) -> dict:
     """Train ``model`` on ``labelled`` rows of ``X`` (n, d), calibrate, and measure (see the module doc)."""
     from core.models.calibration import calibration_report, unknown_record
     from core.models.calibration import brier, ece
@@ -115,6 +119,11 @@ def one_setting(X: np.ndarray, y: np.ndarray, labelled: np.ndarray, families: li
     t0 = time.perf_counter()
     if model == "classifier":
         out = train_classifier(ctx)
+    elif model == "dec":  # semi-supervised DEC; its out-of-sample rows come from oof_folds fits (label-free start)
+        from core.models.dec.trainer import train_dec
+
+        ctx.params = {**(dec_params or {}), "seed": seed}
+        out = train_dec(ctx)
     else:  # the head variant with the app's defaults (3 rounds at 0.99); its out-of-sample rows: the validation split
         ctx.params = {"seed": seed}
         out = train_pseudo_label(ctx, variant="head")
@@ -138,7 +147,10 @@ def one_setting(X: np.ndarray, y: np.ndarray, labelled: np.ndarray, families: li
             "heldout_ece_before": ece(raw, yi[held]), "heldout_ece_after": ece(after, yi[held]),
             "heldout_brier_before": brier(raw, yi[held]), "heldout_brier_after": brier(after, yi[held]),
             "heldout_accuracy": float((raw.argmax(1) == yi[held]).mean()),
-            "fit_seconds": round(fit_s, 2), "calibration_seconds": round(cal_s, 3)}
+            "fit_seconds": round(fit_s, 2), "calibration_seconds": round(cal_s, 3),
+            **({} if model != "dec" else {"dec_params": ctx.params,
+                                          "oof_fold_seconds": out.metrics["dec"]["out_of_fold"].get("seconds"),
+                                          "dec_seconds": out.metrics["dec"].get("seconds")})}
 
 
 def _print(name: str, row: dict) -> None:
@@ -178,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--families", default="knn,linear_svm,mlp", help="classifier families of the grid search")
     ap.add_argument("--models", default="classifier,pseudo_label_head",
-                    help="comma-separated: classifier, pseudo_label_head")
+                    help="comma-separated: classifier, pseudo_label_head, dec")
+    ap.add_argument("--dec-params", default='{"pretrain_epochs": 30, "max_iter": 1000}',
+                    help="JSON DECConfig fields for --models dec (default: a CPU budget)")
     ap.add_argument("--compute-features", action="store_true", help="compute missing CIFAR features (slow on CPU)")
     ap.add_argument("--out", default=None, help="results folder (default bench/results or $BENCH_OUT)")
     ap.add_argument("--table", action="store_true", help="print the recorded rows as a markdown table and stop")
@@ -193,15 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     families = [f for f in args.families.split(",") if f]
     models = [m for m in args.models.split(",") if m]
     for m in models:
-        if m not in ("classifier", "pseudo_label_head"):
-            ap.error(f"--models: unknown model {m!r}; allowed: classifier, pseudo_label_head")
+        if m not in ("classifier", "pseudo_label_head", "dec"):
+            ap.error(f"--models: unknown model {m!r}; allowed: classifier, pseudo_label_head, dec")
+    import json
+
+    dec_params = json.loads(args.dec_params)
     common = {"families": families, "code": code_version()}
     if "mnist" in args.parts:
         X, y = mnist_pca()
         for n in args.sizes:
             for seed in range(args.seeds):
                 for m in models:
-                    row = one_setting(X, y, stratified(y, n, None, seed), families, seed, m)
+                    row = one_setting(X, y, stratified(y, n, None, seed), families, seed, m, dec_params)
                     _print("mnist", row)
                     record("calibration", {"data": "mnist_5k pixels PCA-50", **common, **row})
     if "cifar" in args.parts:
@@ -213,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             X, y = got
             for seed in range(args.seeds):
                 for m in models:
-                    row = one_setting(X, y, stratified(y, None, args.cifar_fraction, seed), families, seed, m)
+                    row = one_setting(X, y, stratified(y, None, args.cifar_fraction, seed), families, seed, m,
+                                      dec_params)
                     _print("cifar", row)
                     record("calibration", {"data": "cifar10_half efficientnet_lite0", **common,
                                            "label_fraction": args.cifar_fraction, **row})

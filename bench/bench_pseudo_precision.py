@@ -12,8 +12,10 @@ its interval and count, how many pool items it accepts and their precision again
 Confidences of the k-NN the grid search often picks are vote shares (few distinct values), so a high target may
 be out of reach at few labels: the row then says so (``threshold`` null, with the best bound reached).
 
-``calibrated`` rows repeat it after the calibration step of :mod:`core.models.calibration` (fitted on the OOF
-rows, applied to the pool; the OOF rows themselves are cross-fitted), when that module is present.
+``calibrated`` rows repeat it after the train job's calibration step (``core.models.training.calibrate_output``:
+the map fitted on the OOF rows, applied to the pool), twice: with the threshold read off the cross-fitted OOF rows
+(each half through the map of the other half; what the Pseudo-labels page used first) and off the OOF rows
+through the final map (the scale of the published probabilities; what the page uses now).
 
     .venv/bin/python bench/bench_pseudo_precision.py [--labels 500 1000] [--target 0.95 0.98] [--seeds 3] [--quick]
 
@@ -54,19 +56,20 @@ def _one(X: np.ndarray, y: np.ndarray, labels: int, targets: list[float], min_co
     clf = FeatureClassifier().fit(X[lab], y[lab])
     fit_s = time.perf_counter() - t0
     classes = clf.classes_
-    variants = {"raw": (np.asarray(clf.oof_proba_, float), clf.predict_proba(X[pool]))}
-    try:
-        from core.models.calibration import calibration_report, cross_fitted
-    except ImportError:
-        calibration_report = None
-    if calibration_report is not None:
-        oof, yi = variants["raw"][0], np.searchsorted(classes, y[lab])
-        ok = np.isfinite(oof).all(1)
-        cal, rec = calibration_report(oof, yi)
-        if rec["status"] == "calibrated":
-            oof_cal = np.full(oof.shape, np.nan)
-            oof_cal[ok] = cross_fitted(oof[ok], yi[ok], cal.method_)
-            variants[f"calibrated ({rec['method']})"] = (oof_cal, cal.transform(variants["raw"][1]))
+    raw_pool = clf.predict_proba(X[pool])
+    variants = {"raw": (np.asarray(clf.oof_proba_, float), raw_pool)}
+    # the train job's calibration step itself (core.models.training.calibrate_output), on these arrays
+    from core.models.context import TrainOutput
+    from core.models.training import calibrate_output
+
+    names = [str(c) for c in classes]
+    pool_cal, rec, oof_cross, oof_final = calibrate_output(
+        TrainOutput(proba=raw_pool, config={}, metrics={}, oof_proba=np.asarray(clf.oof_proba_, float)),
+        y[lab], names)
+    if rec["status"] == "calibrated":
+        # what the Pseudo-labels page read before (cross-fitted rows) and what it reads now (the final map's)
+        variants[f"calibrated ({rec['method']}), cross-fitted OOF"] = (np.asarray(oof_cross, float), pool_cal)
+        variants[f"calibrated ({rec['method']}), final-map OOF"] = (np.asarray(oof_final, float), pool_cal)
     rows = []
     for name, (oof, pool_p) in variants.items():
         keep = np.isfinite(oof).all(1)

@@ -88,10 +88,12 @@ BENCHES: dict[str, Bench] = {b.script[len("bench_"):-len(".py")]: b for b in (
     Bench("bench_spectrogram.py", ("--device", "cpu", "--out", "{out}"),
           ("--device", "cpu", "--n", "60", "--librosa-n", "30", "--repeats", "1", "--out", "{out}"),
           note="spectrogram blocks/s: torchaudio on the CPU vs librosa"),
-    Bench("bench_calibration.py", ("--seeds", "2", "--out", "{out}"),
-          ("--parts", "mnist", "--sizes", "30", "--seeds", "1", "--families", "knn", "--out", "{out}"),
-          note="ECE / Brier before and after calibration: classifier and pseudo_label_head on MNIST-5k (30, 500 "
-               "labels) and CIFAR-10 half (10%)"),
+    Bench("bench_calibration.py", ("--seeds", "2", "--models", "classifier,pseudo_label_head,dec", "--out", "{out}"),
+          ("--parts", "mnist", "--sizes", "30", "--seeds", "1", "--families", "knn", "--models",
+           "classifier,pseudo_label_head,dec", "--dec-params", '{"pretrain_epochs": 2, "max_iter": 50, "dims": [32, 32, 4]}',
+           "--out", "{out}"),
+          note="ECE / Brier before and after calibration: classifier, pseudo_label_head and DEC on MNIST-5k (30, "
+               "500 labels) and CIFAR-10 half (10%)"),
     Bench("bench_consensus.py", (), ("--seeds", "1"),
           note="consensus methods against simulated annotators; speed at 100k items"),
     Bench("bench_crowd.py", (), ("--seeds", "1", "--items", "300", "--crowds", "hard", "--speed-items", "5000",

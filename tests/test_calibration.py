@@ -227,7 +227,7 @@ def test_a_family_without_out_of_sample_predictions_records_unknown():
     from core.models.training import calibrate_output
 
     proba = np.full((4, 2), 0.5, dtype=np.float32)
-    out, rec, oof = calibrate_output(TrainOutput(proba=proba, config={}, metrics={}), np.array(["a", "b"]), ["a", "b"])
+    out, rec, oof, _ = calibrate_output(TrainOutput(proba=proba, config={}, metrics={}), np.array(["a", "b"]), ["a", "b"])
     assert rec["status"] == "unknown" and rec["reason"] == "the family gives no out-of-sample predictions"
     assert oof is None and out is not None and np.array_equal(out, proba)
 
@@ -252,6 +252,6 @@ def test_unusable_out_of_fold_rows_leave_the_run_standing_with_unknown_calibrati
 
     proba = np.full((4, 2), 0.5, dtype=np.float32)
     oof = np.full((30, 2), 0.9, dtype=np.float32)  # rows summing to 1.8
-    out, rec, _ = calibrate_output(TrainOutput(proba=proba, config={}, metrics={}, oof_proba=oof),
+    out, rec, _, _ = calibrate_output(TrainOutput(proba=proba, config={}, metrics={}, oof_proba=oof),
                                    np.array(["a", "b"] * 15), ["a", "b"])
     assert rec["status"] == "unknown" and "cannot be used" in rec["reason"] and np.array_equal(out, proba)

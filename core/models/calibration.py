@@ -327,6 +327,18 @@ class Calibrator:
         return np.where(s > 0, out / np.where(s > 0, s, 1.0), p)
 
 
+def stratified_parts(y: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """Stratified part of each row (m,) int64 in ``[0, n_splits)``: each class's rows ``y`` (m,) dealt
+    round-robin in a random order (from a random starting part), so every class is spread over the parts."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    part = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        part[idx] = (np.arange(len(idx)) + rng.integers(n_splits)) % n_splits
+    return part
+
+
 def cross_fitted(proba: np.ndarray, y: np.ndarray, method: str, *, n_splits: int = 2,
                  random_state: int = 0) -> np.ndarray:
     """Out-of-sample calibrated probabilities (m, k) of the calibration data itself.
@@ -343,11 +355,7 @@ def cross_fitted(proba: np.ndarray, y: np.ndarray, method: str, *, n_splits: int
     """
     check_choice("cross_fitted", "method", method, ("temperature", "isotonic"))
     p, y = _check("cross_fitted", proba, y)
-    rng = np.random.default_rng(random_state)
-    part = np.empty(len(y), dtype=np.int64)
-    for c in np.unique(y):  # stratified: every class spread over the parts
-        idx = rng.permutation(np.flatnonzero(y == c))
-        part[idx] = (np.arange(len(idx)) + rng.integers(n_splits)) % n_splits
+    part = stratified_parts(y, n_splits, random_state)
     out = p.copy()
     loose = CalibrationConfig(method=method, min_per_class=1, min_total=1)
     for k in range(n_splits):

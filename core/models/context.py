@@ -70,6 +70,7 @@ class TrainOutput:
     oof_proba : ndarray (m, k) | None    out-of-fold probabilities over ``classes`` of the labelled rows
                                          (rows in the order of ``TrainContext.labelled``), saved as
                                          ``oof_proba.npy``; the model-aware consensus grades the model on them
+    oof_reason : str | None              why ``oof_proba`` is None (the run's calibration record says it)
     """
 
     proba: np.ndarray
@@ -80,3 +81,4 @@ class TrainOutput:
     clusters: np.ndarray | None = None
     pseudo_labels: list[dict] = field(default_factory=list)
     oof_proba: np.ndarray | None = None
+    oof_reason: str | None = None

@@ -216,7 +216,8 @@ def train_model(
     train_seconds = time.perf_counter() - t0
 
     raw_proba = np.asarray(out.proba, dtype=np.float32)
-    proba, calibration, oof_calibrated = calibrate_output(out, y, classes)
+    proba, calibration, oof_calibrated, oof_published = calibrate_output(out, y, classes)
+    pseudo = calibrated_pseudo_labels(out.pseudo_labels, proba, classes)
     top = proba.argmax(1)
     labels = [classes[j] for j in top]
     confidences = proba[np.arange(len(top)), top]
@@ -251,7 +252,8 @@ def train_model(
                                 "train_labels": np.array([str(v) for v in y], dtype=str),  # consensus labels of those rows
                                 **({} if out.oof_proba is None else {"oof_proba": np.asarray(out.oof_proba, np.float32)}),
                                 **({} if oof_calibrated is None else {"proba_uncalibrated": raw_proba,
-                                                                      "oof_proba_calibrated": oof_calibrated})})
+                                                                      "oof_proba_calibrated": oof_calibrated,
+                                                                      "oof_proba_published": oof_published})})
     try:
         with store.transaction() as conn:  # publish_run joins this transaction: the claim holds until COMMIT
             run_id = store.publish_run(
@@ -261,7 +263,7 @@ def train_model(
                 parent_id=None if previous is None else previous["id"], job_id=job_id,
                 extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
                 pseudo_labels=[(int(feats.ids[p["row"]]), p["label"], p["confidence"], p["round"])
-                               for p in out.pseudo_labels],
+                               for p in pseudo],
             )
             if on_publish is not None:
                 on_publish(conn, run_id)
@@ -271,7 +273,19 @@ def train_model(
     return run_id
 
 
-def calibrate_output(out: Any, y: np.ndarray, classes: list[str]) -> tuple[np.ndarray, dict, np.ndarray | None]:
+def calibrated_pseudo_labels(pseudo_labels: list[dict], proba: np.ndarray, classes: list[str]) -> list[dict]:
+    """The trainer's pseudo-labels with the published (calibrated) probability of their label as confidence.
+
+    ``proba`` (n, k) is the run's published probability matrix; a pseudo-label's ``row`` indexes it. The
+    trainer's own confidence (raw, from the round that made it) is kept as ``raw_confidence``.
+    """
+    index = {c: j for j, c in enumerate(classes)}
+    return [{**p, "raw_confidence": p["confidence"], "confidence": float(proba[int(p["row"]), index[str(p["label"])]])}
+            for p in pseudo_labels]
+
+
+def calibrate_output(out: Any, y: np.ndarray, classes: list[str]
+                     ) -> tuple[np.ndarray, dict, np.ndarray | None, np.ndarray | None]:
     """The probabilities of every item after calibration, and the run's calibration record.
 
     The map (:class:`core.models.calibration.Calibrator`) is fitted on the trainer's out-of-fold probabilities
@@ -281,26 +295,34 @@ def calibrate_output(out: Any, y: np.ndarray, classes: list[str]) -> tuple[np.nd
 
     Returns
     -------
-    (ndarray (n, k) float32, dict, ndarray (m, k) float32 or None)
+    (ndarray (n, k) float32, dict, ndarray (m, k) float32 or None, ndarray (m, k) float32 or None)
         The probabilities, the record of :func:`core.models.calibration.calibration_report` (``metrics
-        ["calibration"]``) and, when calibrated, the cross-fitted calibrated out-of-fold rows (NaN where no fold
-        predicted), saved as ``oof_proba_calibrated.npy`` (the raw ones as ``proba_uncalibrated.npy``).
+        ["calibration"]``) and, when calibrated, the out-of-fold rows (NaN where no fold predicted) twice:
+        cross-fitted (each half through the map of the other half; the honest ECE, saved as
+        ``oof_proba_calibrated.npy``) and through the final map (the scale of the published probabilities, on
+        which the Pseudo-labels page estimates the precision above a threshold; ``oof_proba_published.npy``).
+        The raw probabilities are saved as ``proba_uncalibrated.npy``.
     """
     from core.models.calibration import calibration_report, unknown_record
 
     proba = np.asarray(out.proba, dtype=np.float32)
     if out.oof_proba is None:
-        return proba, unknown_record("the family gives no out-of-sample predictions"), None
+        why = getattr(out, "oof_reason", None) or "the family gives no out-of-sample predictions"
+        return proba, unknown_record(why), None, None
     index = {c: j for j, c in enumerate(classes)}
     yi = np.array([index[str(v)] for v in y], dtype=np.int64)
     try:
         cal, record = calibration_report(np.asarray(out.oof_proba, dtype=np.float64), yi,
                                          labelled_classes=np.unique(yi))
     except ValidationError as exc:  # e.g. rows that are not distributions: the run stands, its confidence unknown
-        return proba, unknown_record(f"the out-of-fold predictions cannot be used: {exc}"), None
+        return proba, unknown_record(f"the out-of-fold predictions cannot be used: {exc}"), None, None
     if cal.status_ != "calibrated":
-        return proba, record, None
-    return cal.transform(proba).astype(np.float32), record, cal.oof_cross_fitted_.astype(np.float32)
+        return proba, record, None, None
+    oof = np.asarray(out.oof_proba, dtype=np.float64)
+    known = np.isfinite(oof).all(1)
+    published = np.full(oof.shape, np.nan, np.float32)
+    published[known] = cal.transform(oof[known])
+    return cal.transform(proba).astype(np.float32), record, cal.oof_cross_fitted_.astype(np.float32), published
 
 
 def _map_coords(store: Store, model: str, feats: FeatureMatrix, emb: np.ndarray, *, own_embedding: bool,

@@ -132,12 +132,16 @@ def _oof_labels(store: Store, run_dir: Any, ids: np.ndarray) -> tuple[np.ndarray
 def _calibrated_oof(run_dir: Any, oof: np.ndarray, cal: dict | None) -> np.ndarray:
     """The OOF probabilities on the scale of the run's published (calibrated) ones.
 
-    ``oof_proba_calibrated.npy`` when the run stored it; else the recorded temperature applied to the raw
+    ``oof_proba_published.npy`` (the OOF rows through the run's final calibration map, the very map its
+    published probabilities went through) when the run stored it, so a threshold read off these rows selects
+    the same confidence range among the unlabelled items; else (runs before it) the cross-fitted
+    ``oof_proba_calibrated.npy`` (an isotonic map fitted on half the rows has other steps, so a threshold
+    chosen on it could select fewer items than estimated); else the recorded temperature applied to the raw
     OOF rows; else the raw rows (an isotonic map cannot be re-applied from the record alone).
     """
-    path = run_dir / "oof_proba_calibrated.npy"
-    if path.exists():
-        return np.load(path)
+    for name in ("oof_proba_published.npy", "oof_proba_calibrated.npy"):
+        if (run_dir / name).exists():
+            return np.load(run_dir / name)
     if cal and cal.get("status") == "calibrated" and cal.get("method") == "temperature" and cal.get("temperature"):
         from core.models.calibration import apply_temperature
 

@@ -14,7 +14,7 @@ PRIOR_SOURCES = ("auto", "labels", "uniform")
 INIT_METHODS = ("kmeans", "umap_gmm")
 WEIGHT_INITS = ("glorot", "torch")
 #: config fields that do not change the model a warm start would reuse
-WARM_IGNORED = ("warm_start", "max_iter", "tol", "update_interval", "seed")
+WARM_IGNORED = ("warm_start", "max_iter", "tol", "update_interval", "seed", "oof_folds")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class DECConfig:
     min_effective_fraction : float  ... or the effective number of clusters (exp entropy) falls below this x k
     seed : int
     warm_start : bool             start from the previous DEC run when it is compatible
+    oof_folds : int               out-of-fold fits for calibration (0: none; else >= 2): the labelled items in
+                                  this many stratified parts, one extra clustering phase per part from the
+                                  run's label-free start (:mod:`core.models.dec.out_of_fold`)
     """
 
     n_clusters: int | None = None
@@ -97,6 +100,7 @@ class DECConfig:
     min_effective_fraction: float = 0.5
     seed: int = 0
     warm_start: bool = True
+    oof_folds: int = 2
 
     def validate(self) -> None:
         """Raise :class:`ValidationError` naming the first bad field, its value and what is allowed."""
@@ -133,6 +137,8 @@ class DECConfig:
         check_choice("DEC", "weight_init", self.weight_init, WEIGHT_INITS)
         check_param("DEC", "pretrain_dropout", self.pretrain_dropout, isinstance(self.pretrain_dropout, (int, float))
                     and 0 <= self.pretrain_dropout < 1, "a number in [0, 1)")
+        check_param("DEC", "oof_folds", self.oof_folds, is_int(self.oof_folds) and self.oof_folds != 1
+                    and self.oof_folds >= 0, "0 (no out-of-fold fits) or an int >= 2")
         check_param("DEC", "umap_neighbors", self.umap_neighbors, is_int(self.umap_neighbors)
                     and self.umap_neighbors >= 2, "an int >= 2")
 

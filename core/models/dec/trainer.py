@@ -14,8 +14,12 @@ Outputs
 * ``clusters`` (n,): argmax of the soft assignment; ``embeddings`` (n, 10 x branches): the latents.
 * ``metrics["dec"]``: mapping, cluster/label confusion (rows, cols, counts), collapse report, iterations,
   delta-label history, pretraining loss, warm-start decision.
+* ``oof_proba`` (m, C): out-of-fold probabilities of the labelled items from ``oof_folds`` fits that start
+  from the run's label-free start (:mod:`core.models.dec.out_of_fold`); the train job calibrates on them.
 * artefact ``dec_state`` (``<run_dir>/dec_state.joblib``): NumPy weights, centroids, scaling, config, view
-  names; the next run warm-starts from it when the views, their dimensions and the config match.
+  names, and the label-free start (``label_free_start``: the state after pretraining and the initial
+  partition, which saw no label); the next run warm-starts from it when the views, their dimensions and the
+  config match, and fits its out-of-fold models from the label-free start it carries forward.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from core.models import TrainContext, TrainOutput
 from core.models.dec.model import WARM_IGNORED, DECConfig, MultiModalDEC
 
 STATE_NAME = "dec_state"
+START_NAME = "label_free_start"  # key of the label-free start inside the state
 
 
 def train_dec(ctx: TrainContext) -> TrainOutput:
@@ -49,14 +54,31 @@ def train_dec(ctx: TrainContext) -> TrainOutput:
         progress=ctx.progress, should_cancel=ctx.should_cancel)
     proba = np.asarray(model.cluster_class_, np.float64)
     proba = (model.soft_ @ proba).astype(np.float32)
-    artefact = {**model.state_dict(), "view_names": names}
-    report = {**model.summary(), "views": names, "warm_start_reason": why,
+    # the label-free start (pretrained autoencoder + initial partition) of this run, kept for the next one
+    start = model.init_state_ if state is None else state.get(START_NAME)
+    oof, oof_record = _out_of_fold(ctx, config, views, start)
+    artefact = {**model.state_dict(), "view_names": names, START_NAME: start}
+    report = {**model.summary(), "views": names, "warm_start_reason": why, "out_of_fold": oof_record,
               "label_source": "hungarian" if len(ctx.labelled) else "none (clusters named in class order)"}
     # zero confirmed labels: no cluster -> class mapping, so the run suggests clusters, not classes
     metrics = {"dec": report, "suggests_classes": bool(len(ctx.labelled))}
     return TrainOutput(proba=proba, config=asdict(config), metrics=metrics,
                        artefacts={STATE_NAME: artefact}, embeddings=model.embedding_.astype(np.float32),
-                       clusters=model.clusters_.astype(np.int64))
+                       clusters=model.clusters_.astype(np.int64), oof_proba=oof, oof_reason=oof_record["reason"])
+
+
+def _out_of_fold(ctx: TrainContext, config: DECConfig, views: list[np.ndarray], start: dict | None
+                 ) -> tuple[np.ndarray | None, dict]:
+    """Out-of-fold probabilities (m, C) of the labelled rows from the label-free ``start``, or None and why."""
+    from core.models.dec.out_of_fold import dec_out_of_fold
+
+    if not len(ctx.labelled):
+        return None, {"folds": 0, "reason": "no confirmed labels: the run suggests clusters, not classes"}
+    if start is None:
+        return None, {"folds": 0, "reason": "the previous DEC state it warm-started from has no label-free start "
+                      "(made before calibration): retrain once with warm_start=False"}
+    return dec_out_of_fold(config, views, start, ctx.labelled, ctx.y, ctx.classes, sample_weight=ctx.sample_weight,
+                           device=ctx.device, progress=ctx.progress, should_cancel=ctx.should_cancel)
 
 
 def _previous_state(ctx: TrainContext, config: DECConfig, names: list[str], dims: list[int]) -> tuple[dict | None, str]:
