@@ -71,6 +71,8 @@ class TrainOutput:
                                          (rows in the order of ``TrainContext.labelled``), saved as
                                          ``oof_proba.npy``; the model-aware consensus grades the model on them
     oof_reason : str | None              why ``oof_proba`` is None (the run's calibration record says it)
+    arrays : dict[str, ndarray]          more per-item arrays of the run, rows in the order of ``item_ids``,
+                                         saved as ``<name>.npy`` in its folder (e.g. IIC's ``overclusters``)
     """
 
     proba: np.ndarray
@@ -82,3 +84,4 @@ class TrainOutput:
     pseudo_labels: list[dict] = field(default_factory=list)
     oof_proba: np.ndarray | None = None
     oof_reason: str | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)

@@ -386,6 +386,8 @@ def _write_artefacts(store, model, out, ids, proba, classes, clusters, emb, arra
     np.save(tmp / "clusters.npy", clusters)
     for name, arr in (arrays or {}).items():  # annotated_item_ids (items labelled when training read the labels), train_item_ids
         np.save(tmp / f"{name}.npy", arr)
+    for name, arr in getattr(out, "arrays", {}).items():  # a family's own per-item arrays (IIC: overclusters)
+        np.save(tmp / f"{name}.npy", np.asarray(arr))
     if out.embeddings is not None:
         np.save(tmp / "embeddings.npy", np.asarray(out.embeddings, dtype=np.float32))
     (tmp / "classes.json").write_text(json.dumps(classes))

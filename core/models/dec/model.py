@@ -40,7 +40,7 @@ import numpy as np
 
 from core.errors import JobCancelled, ValidationError, check_param
 from core.models.dec.config import INITS, SCALINGS, WARM_IGNORED, DECConfig
-from core.models.dec.report import cluster_class_matrix, collapse_report, confusion_matrix, match_clusters
+from core.models.cluster_report import cluster_class_matrix, collapse_report, confusion_matrix, match_clusters
 
 __all__ = ["DECConfig", "MultiModalDEC", "WARM_IGNORED", "SCALINGS", "INITS", "cluster_class_matrix",
            "cluster_means", "collapse_report", "confusion_matrix", "initial_partition", "match_clusters"]

@@ -1,4 +1,4 @@
-"""Cluster <-> class matching and the collapse report of DEC (NumPy only).
+"""Cluster <-> class matching and the collapse report of a clustering (NumPy only), shared by DEC and IIC.
 
 The Hungarian matching is the one of :func:`core.evaluation.metrics.cluster_acc` (``scipy.optimize.linear_sum_assignment``
 maximising matched items) on a full (k clusters x C classes) table, so clusters and classes without items keep
