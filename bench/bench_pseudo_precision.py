@@ -18,6 +18,7 @@ the map fitted on the OOF rows, applied to the pool), twice: with the threshold 
 through the final map (the scale of the published probabilities; what the page uses now).
 
     .venv/bin/python bench/bench_pseudo_precision.py [--labels 500 1000] [--target 0.95 0.98] [--seeds 3] [--quick]
+    .venv/bin/python bench/bench_pseudo_precision.py --table [--since '2026-12-02 05:00']
 
 Rows: ``bench/results/pseudo_precision.jsonl`` (``--out DIR`` or ``$BENCH_OUT`` overrides).
 """
@@ -91,6 +92,26 @@ def _one(X: np.ndarray, y: np.ndarray, labels: int, targets: list[float], min_co
     return rows
 
 
+def table(path: Path, since: str | None = None, criterion: str = "lower") -> str:
+    """A markdown table of the recorded rows (dated ``since`` or later) for one threshold ``criterion``."""
+    import json
+
+    out = ["| labels | seed | target | OOF scale | threshold | estimated (95% interval) | realised | accepted |",
+           "|---|---|---|---|---|---|---|---|"]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("criterion") != criterion or (since and r["date"] < since):
+            continue
+        if r.get("threshold") is None:
+            cells = ["none reached", "-", "-", "0"]
+        else:
+            real = "-" if r.get("realised_precision") is None else f"{r['realised_precision']:.3f}"
+            cells = [f"{r['threshold']:.3f}", f"{r['estimated_precision']:.3f} ({r['lower']:.3f}-{r['upper']:.3f}, "
+                     f"{r['oof_rows']} rows)", real, f"{r['accepted']:,}"]
+        out.append(f"| {r['labels']} | {r['seed']} | {r['target']} | {r['probabilities']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", type=int, nargs="+", default=[500])
@@ -99,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one seed on 1,000 images (smoke run)")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
+    ap.add_argument("--table", action="store_true", help="print the recorded rows as a markdown table and stop")
+    ap.add_argument("--since", default=None, help="with --table: rows dated at or after this ('2026-12-02 05:00')")
     a = ap.parse_args(argv)
+    if a.table:
+        folder = Path(a.out or os.environ.get("BENCH_OUT") or Path(__file__).parent / "results")
+        print(table(folder / "pseudo_precision.jsonl", a.since))
+        return 0
     if a.out:
         os.environ["BENCH_OUT"] = a.out
     from sklearn.decomposition import PCA
