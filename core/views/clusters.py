@@ -8,6 +8,20 @@ of the ``cluster_merges`` table (see :mod:`core.store.cluster_merges`), written 
 reset marks the run's rows as reset and keeps them. Every function that shows clusters
 (:func:`cluster_summary`, :func:`core.views.map.map_frame`, :func:`cluster_members`, :func:`label_cluster`)
 uses the merged ids; :func:`effective_clusters` returns them.
+
+Levels
+------
+A clustering family may also save an overclustering: ``overclusters.npy`` in the run folder, one cluster per
+item (n,) int, rows in the order of the folder's ``item_ids.npy`` (IIC's overclustering head). Then
+:func:`cluster_levels` is ``["main", "over"]`` and :func:`cluster_summary`, :func:`cluster_label_confusion`,
+:func:`cluster_members` and :func:`label_cluster` take ``level="over"`` to work on it. Merges apply to the
+main level only.
+
+The family's own report
+-----------------------
+A family's report is ``run["metrics"][run["model"]]`` (``"dec"``, ``"iic"``). Its ``collapse`` entry
+(:func:`core.models.cluster_report.collapse_report`) carries ``advice``, a list of what to try, which the
+page shows with the reasons.
 """
 from __future__ import annotations
 
@@ -16,10 +30,55 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import check_choice, check_param
+from core.errors import StoreError, check_choice, check_param
 from core.store import cluster_merges as merges_store
 from core.store.project_store import Store, validate_annotator_name
 from core.views.common import _check_limit, _consensus, _predictions, _require_run, _resolve_run, suggests_classes
+
+
+LEVELS = ("main", "over")
+OVER_FILE = "overclusters.npy"
+
+
+# ---------------------------------------------------------------------------------------------- levels
+def cluster_levels(store: Store, run_id: int | None = None) -> list[str]:
+    """The levels a run can be shown at: ``["main", "over"]`` when its folder has ``overclusters.npy``,
+    else ``["main"]`` (also ``["main"]`` when the project has no run)."""
+    run = _resolve_run(store, run_id, "cluster_levels")
+    if run is None:
+        return ["main"]
+    return list(LEVELS) if (store.run_dir(run) / OVER_FILE).is_file() else ["main"]
+
+
+def _check_level(store: Store, run: dict | None, level: Any, owner: str) -> str:
+    """``level`` when it is one of :data:`LEVELS` and the run has it, else a ValidationError naming it."""
+    check_choice(owner, "level", level, LEVELS)
+    if level == "over" and run is not None:
+        check_param(owner, "level", level, (store.run_dir(run) / OVER_FILE).is_file(),
+                    f"'main': run {run['id']} has no {OVER_FILE} (its family saved no overclustering)")
+    return level
+
+
+def _overclusters(store: Store, run: dict) -> pd.DataFrame:
+    """item_id, cluster of the run's overclustering (rows of ``overclusters.npy`` follow ``item_ids.npy``)."""
+    folder = store.run_dir(run)
+    try:
+        over = np.load(folder / OVER_FILE, allow_pickle=False)
+        ids = np.load(folder / "item_ids.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"Run {run['id']}: cannot read {OVER_FILE} with item_ids.npy in {folder} "
+                         f"({type(exc).__name__}: {exc}).") from exc
+    if over.ndim != 1 or ids.shape != over.shape or not np.issubdtype(over.dtype, np.integer):
+        raise StoreError(f"Run {run['id']}: {OVER_FILE} {over.shape} {over.dtype} must hold one int per row of "
+                         f"item_ids.npy {ids.shape} in {folder}.")
+    return pd.DataFrame({"item_id": ids.astype(np.int64), "cluster": over.astype(np.int64)})
+
+
+def family_report(run: dict) -> dict:
+    """The run's family report ``run["metrics"][run["model"]]`` ({} when absent)."""
+    metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
+    own = metrics.get(run.get("model"))
+    return own if isinstance(own, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------- merges
@@ -69,12 +128,17 @@ def effective_clusters(store: Store, run_id: int | None = None) -> pd.Series:
     return pd.Series(out.to_numpy(), index=preds["item_id"].to_numpy(), name="cluster", dtype="Int64")
 
 
-def merge_clusters(store: Store, run_id: int, clusters: Sequence[int], *, merged_by: str | None = None) -> int:
+def merge_clusters(store: Store, run_id: int, clusters: Sequence[int], *, merged_by: str | None = None,
+                   level: str = "main") -> int:
     """Merge clusters of a run (ids as currently shown, i.e. after earlier merges) into the smallest id.
 
     ``merged_by`` (an annotator name, optional) is recorded with the merge. Returns the target cluster id.
+    Only the main level can be merged: ``level="over"`` is refused.
     """
     owner = "merge_clusters"
+    check_choice(owner, "level", level, LEVELS)
+    check_param(owner, "level", level, level == "main",
+                "'main': merges apply to the main clusters only, the overclustering cannot be merged")
     run = _require_run(store, run_id, owner)
     ok = isinstance(clusters, (list, tuple, set, np.ndarray, pd.Series)) and all(
         isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in clusters)
@@ -101,11 +165,15 @@ def reset_cluster_merges(store: Store, run_id: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- clusters
-def _cluster_frame(store: Store, run: dict) -> pd.DataFrame:
-    """item_id, cluster (after merges), predicted label, confirmed label (or None) of the run's clustered items."""
+def _cluster_frame(store: Store, run: dict, level: str = "main") -> pd.DataFrame:
+    """item_id, cluster (main: after merges; over: from ``overclusters.npy``), predicted label, confirmed
+    label (or None) of the run's clustered items."""
     preds = _predictions(store, run["id"])
-    preds = preds[preds["cluster"].notna()].copy()
-    preds["cluster"] = _apply_merges(preds["cluster"], cluster_merges(store, run["id"])).astype(np.int64)
+    if level == "over":
+        preds = _overclusters(store, run).merge(preds[["item_id", "label"]], on="item_id", how="left")
+    else:
+        preds = preds[preds["cluster"].notna()].copy()
+        preds["cluster"] = _apply_merges(preds["cluster"], cluster_merges(store, run["id"])).astype(np.int64)
     cons = _consensus(store)
     cons = cons.loc[cons["confirmed"], ["item_id", "label"]].rename(columns={"label": "confirmed_label"})
     return preds[["item_id", "cluster", "label"]].merge(cons, on="item_id", how="left")
@@ -122,33 +190,37 @@ def _dominant(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return counts.drop_duplicates("cluster")
 
 
-def cluster_label_confusion(store: Store, run_id: int | None = None) -> dict[str, Any]:
+def cluster_label_confusion(store: Store, run_id: int | None = None, *, level: str = "main") -> dict[str, Any]:
     """The run's clusters against the confirmed labels, and the Hungarian cluster -> label mapping.
 
     Returns
     -------
     dict
-        table: DataFrame (clusters x labels) of confirmed-item counts (index = cluster id, after merges);
-        mapping: {cluster: label} (the model's own mapping when its run recorded one, as DEC's does, and
-        the run had confirmed labels to map with, else the Hungarian matching of ``table``); source: "model"
-        or "hungarian"; collapse: the model's degeneracy report or None; prior: the class prior of DEC's
-        KL(h || w) term ({source, reason, w}) or None.
+        table: DataFrame (clusters x labels) of confirmed-item counts (index = cluster id, after merges at
+        the main level; k_over rows at the over level); mapping: {cluster: label} (the model's own mapping
+        when its run recorded one, as DEC's does, the run had confirmed labels to map with and ``level`` is
+        main, else the Hungarian matching of ``table``: at the over level it maps at most one overcluster
+        per class, the summary's dominant label names the others); source: "model" or "hungarian";
+        collapse: the family report's degeneracy report (with its ``advice`` list) or None; prior: the class
+        prior of DEC's KL(h || w) term ({source, reason, w}) or None.
     """
     from core.evaluation.metrics import hungarian_mapping
 
-    run = _resolve_run(store, run_id, "cluster_label_confusion")
+    owner = "cluster_label_confusion"
+    run = _resolve_run(store, run_id, owner)
+    level = _check_level(store, run, level, owner)
     empty = {"table": pd.DataFrame(), "mapping": {}, "source": "hungarian", "collapse": None, "prior": None}
     if run is None:
         return empty
-    df = _cluster_frame(store, run)
+    df = _cluster_frame(store, run, level)
     conf = df[df["confirmed_label"].notna()]
     labels = store.labels()
     clusters = sorted(df["cluster"].unique().tolist())
     table = pd.crosstab(conf["cluster"], conf["confirmed_label"]).reindex(index=clusters, columns=labels,
                                                                           fill_value=0)
     table.index.name, table.columns.name = "cluster", "confirmed label"
-    own = (run["metrics"].get("dec") or {}) if isinstance(run.get("metrics"), dict) else {}
-    if own.get("mapping") and suggests_classes(run) and not cluster_merges(store, run["id"]):
+    own = family_report(run)
+    if level == "main" and own.get("mapping") and suggests_classes(run) and not cluster_merges(store, run["id"]):
         mapping = {int(k): v for k, v in own["mapping"].items()}
         source = "model"
     else:
@@ -158,8 +230,8 @@ def cluster_label_confusion(store: Store, run_id: int | None = None) -> dict[str
             "prior": own.get("prior")}
 
 
-def cluster_summary(store: Store, run_id: int | None = None) -> pd.DataFrame:
-    """One row per cluster of a run (after merges), by cluster id.
+def cluster_summary(store: Store, run_id: int | None = None, *, level: str = "main") -> pd.DataFrame:
+    """One row per cluster of a run (after merges; per overcluster with ``level="over"``), by cluster id.
 
     Returns
     -------
@@ -167,14 +239,17 @@ def cluster_summary(store: Store, run_id: int | None = None) -> pd.DataFrame:
         Columns: cluster, size, confirmed (number of confirmed items), confirmed_label (dominant confirmed
         label or None), purity (its share among the confirmed items; NaN when none), predicted_label
         (dominant predicted label), predicted_share (its share of the cluster), merged_from (the original
-        clusters, e.g. "1, 4", or "" when not merged). Empty when the run has no clusters (or there is no run).
+        clusters, e.g. "1, 4", or "" when not merged; always "" at the over level). Empty when the run has
+        no clusters (or there is no run).
     """
     columns = ["cluster", "size", "confirmed", "confirmed_label", "purity", "predicted_label", "predicted_share",
                "merged_from"]
-    run = _resolve_run(store, run_id, "cluster_summary")
+    owner = "cluster_summary"
+    run = _resolve_run(store, run_id, owner)
+    level = _check_level(store, run, level, owner)
     if run is None:
         return pd.DataFrame(columns=columns)
-    df = _cluster_frame(store, run)
+    df = _cluster_frame(store, run, level)
     if df.empty:
         return pd.DataFrame(columns=columns)
     out = df.groupby("cluster").agg(size=("item_id", "size"), confirmed=("confirmed_label", "count")).reset_index()
@@ -186,7 +261,7 @@ def cluster_summary(store: Store, run_id: int | None = None) -> pd.DataFrame:
     for col in ("confirmed_label", "predicted_label"):
         out[col] = out[col].astype(object).where(out[col].notna(), None)
     merged: dict[int, list[int]] = {}
-    for orig, target in cluster_merges(store, run["id"]).items():
+    for orig, target in (cluster_merges(store, run["id"]).items() if level == "main" else ()):
         merged.setdefault(target, [target]).append(orig)
     out["merged_from"] = out["cluster"].map(lambda c: ", ".join(map(str, sorted(set(merged[c])))) if c in merged else "")
     out["size"] = out["size"].astype(np.int64)
@@ -194,21 +269,25 @@ def cluster_summary(store: Store, run_id: int | None = None) -> pd.DataFrame:
     return out[columns].sort_values("cluster").reset_index(drop=True)
 
 
-def _members(store: Store, run: dict, cluster: Any, owner: str) -> pd.DataFrame:
+def _members(store: Store, run: dict, cluster: Any, owner: str, level: str) -> pd.DataFrame:
     ok = isinstance(cluster, (int, np.integer)) and not isinstance(cluster, bool)
     check_param(owner, "cluster", cluster, ok, "a cluster id (an int)")
-    df = _cluster_frame(store, run)
+    df = _cluster_frame(store, run, level)
     members = df[df["cluster"] == int(cluster)]
-    check_param(owner, "cluster", cluster, not members.empty, f"a cluster of run {run['id']}")
+    where = "an overcluster" if level == "over" else "a cluster"
+    check_param(owner, "cluster", cluster, not members.empty, f"{where} of run {run['id']}")
     return members
 
 
-def cluster_members(store: Store, run_id: int | None, cluster: int, *, limit: int = 12, seed: int = 0) -> list[int]:
-    """A reproducible random sample of at most ``limit`` item ids of a (merged) cluster, ascending."""
+def cluster_members(store: Store, run_id: int | None, cluster: int, *, limit: int = 12, seed: int = 0,
+                    level: str = "main") -> list[int]:
+    """A reproducible random sample of at most ``limit`` item ids of a (merged) cluster, ascending
+    (of an overcluster with ``level="over"``)."""
     owner = "cluster_members"
     limit = _check_limit(owner, limit, allow_none=False)
     run = _require_run(store, run_id, owner)
-    ids = _members(store, run, cluster, owner)["item_id"].to_numpy()
+    level = _check_level(store, run, level, owner)
+    ids = _members(store, run, cluster, owner, level)["item_id"].to_numpy()
     if len(ids) > limit:
         ids = np.random.default_rng(seed).choice(ids, size=limit, replace=False)
     return sorted(int(i) for i in ids)
@@ -222,17 +301,19 @@ def label_cluster(
     *,
     annotator: str,
     only_unconfirmed: bool = True,
+    level: str = "main",
 ) -> int:
     """Label every member of a (merged) cluster in ONE bulk annotation by ``annotator``; returns the count.
 
     With ``only_unconfirmed`` items whose consensus is confirmed are left alone. A vote identical to an
-    active bulk vote of the annotator is not written again.
+    active bulk vote of the annotator is not written again. ``level="over"`` labels an overcluster.
     """
     owner = "label_cluster"
     annotator = validate_annotator_name(annotator)
     check_choice(owner, "label", label, store.labels())
     run = _require_run(store, run_id, owner)
-    members = _members(store, run, cluster, owner)
+    level = _check_level(store, run, level, owner)
+    members = _members(store, run, cluster, owner, level)
     if only_unconfirmed:
         members = members[members["confirmed_label"].isna()]
     pairs = [(int(i), label) for i in members["item_id"].to_numpy()]

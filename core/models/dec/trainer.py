@@ -12,7 +12,8 @@ Outputs
   ``metrics["suggests_classes"]`` is False: the pages then show the cluster ("cluster 7"), not a class, and
   the run's pseudo-labels cannot be accepted (:func:`core.views.common.suggests_classes`).
 * ``clusters`` (n,): argmax of the soft assignment; ``embeddings`` (n, 10 x branches): the latents.
-* ``metrics["dec"]``: mapping, cluster/label confusion (rows, cols, counts), collapse report, iterations,
+* ``metrics["dec"]``: mapping, cluster/label confusion (rows, cols, counts), collapse report (with
+  ``advice``: what to try when it collapsed, shown by the Clusters page), iterations,
   delta-label history, pretraining loss, warm-start decision.
 * ``oof_proba`` (m, C): out-of-fold probabilities of the labelled items from ``oof_folds`` fits that start
   from the run's label-free start (:mod:`core.models.dec.out_of_fold`); the train job calibrates on them.
@@ -34,6 +35,8 @@ from core.models.dec.model import WARM_IGNORED, DECConfig, MultiModalDEC
 
 STATE_NAME = "dec_state"
 START_NAME = "label_free_start"  # key of the label-free start inside the state
+# what to try when the clustering collapsed: metrics["dec"]["collapse"]["advice"] (empty when it did not)
+ADVICE = ["Try the IDEC option (parameter idec=true)", "confirm labels of more classes"]
 
 
 def train_dec(ctx: TrainContext) -> TrainOutput:
@@ -58,7 +61,9 @@ def train_dec(ctx: TrainContext) -> TrainOutput:
     start = model.init_state_ if state is None else state.get(START_NAME)
     oof, oof_record = _out_of_fold(ctx, config, views, start)
     artefact = {**model.state_dict(), "view_names": names, START_NAME: start}
-    report = {**model.summary(), "views": names, "warm_start_reason": why, "out_of_fold": oof_record,
+    summary = model.summary()
+    summary["collapse"] = {**summary["collapse"], "advice": list(ADVICE) if summary["collapse"]["collapsed"] else []}
+    report = {**summary, "views": names, "warm_start_reason": why, "out_of_fold": oof_record,
               "label_source": "hungarian" if len(ctx.labelled) else "none (clusters named in class order)"}
     # zero confirmed labels: no cluster -> class mapping, so the run suggests clusters, not classes
     metrics = {"dec": report, "suggests_classes": bool(len(ctx.labelled))}
