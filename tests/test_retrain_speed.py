@@ -94,3 +94,40 @@ def test_mlp_early_stopping_stops_before_max_epochs(digits):
     m = TorchMLP(batch_size=32, max_epochs=200, max_steps=100000, early_stopping=True, patience=3).fit(X[:600], y[:600])
     assert len(m.loss_curve_) < 200 and m.best_epoch_ < len(m.loss_curve_)
     assert (m.predict(X[600:]) == y[600:]).mean() > 0.9
+
+
+def test_budget_is_checked_between_folds_of_a_candidate(digits, monkeypatch):
+    """A candidate that starts under the budget and runs past it mid-way is stopped and recorded as skipped."""
+    import core.models.classifier.model as model
+
+    X, y = digits
+    clock = {"t": 0.0}
+
+    def fake_clock() -> float:  # every reading of the model's clock advances 1 s
+        clock["t"] += 1.0
+        return clock["t"]
+
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(model, "time", SimpleNamespace(perf_counter=fake_clock))
+    # readings: t0 = 1; candidate 1: t_cand 2, end 3; candidate 2: start check 4 (3 s, under 5.5), t_cand 5,
+    # fold 1 check 6 (5 s), fold 2 check 7 (6 s > 5.5): stopped after one fold
+    clf = FeatureClassifier(ClassifierConfig(families=("knn", "linear_svm"), time_budget_s=5.5)).fit(X[:200], y[:200])
+    second = clf.cv_results_[1]
+    assert second["skipped"] == "time budget (after 1 of 3 folds)" and second["fold_macro_f1"] == []
+    assert all(r.get("skipped") for r in clf.cv_results_[1:])
+
+
+def test_refit_svm_probabilities_are_on_the_scale_of_its_out_of_fold_rows(digits):
+    """The calibration map is fitted on out-of-fold rows (softmax of SVM decision values): the published
+    probabilities of the refit SVM must be that same function of its decision values, not a Platt scaling."""
+    from core.models.classifier.model import estimator_proba
+
+    X, y = digits
+    clf = FeatureClassifier(ClassifierConfig(families=("linear_svm",))).fit(X[:300], y[:300])
+    est = clf.estimator_
+    assert not hasattr(est, "calibrated_classifiers_")
+    d = est.decision_function(X[300:400])
+    d = np.exp(d - d.max(1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(X[300:400]), d / d.sum(1, keepdims=True), atol=1e-5)
+    assert np.array_equal(estimator_proba(est, X[:5], clf.classes_), clf.predict_proba(X[:5]))

@@ -25,10 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from core.errors import JobCancelled, TrainingError, check_choice, check_param
@@ -215,8 +214,12 @@ class FeatureClassifier:
             oof = np.full((len(y), len(classes)), np.nan, dtype=np.float32)
             t_cand = time.perf_counter()
             pre, final = est.steps[0][1], est.steps[-1][1]
+            over_budget = False
             for i_fold, (train, test) in enumerate(folds):
                 check_cancel()
+                if auto and i_cand > 0 and time.perf_counter() - t0 > self.config.time_budget_s:
+                    over_budget = True  # checked per fold: one slow candidate must not run far past the budget
+                    break
                 if len(np.unique(y[train])) < 2:
                     continue
                 Xtr, Xte = prep.get(i_fold, pre)
@@ -235,6 +238,12 @@ class FeatureClassifier:
                 if progress is not None:
                     progress({"step": step, "total": total, "phase": f"cv {family} {params}",
                               "score": float(np.mean(scores))})
+            if over_budget:  # a candidate scored on some folds only is not comparable: skipped
+                self.cv_results_.append({"family": family, "params": params, "fold_macro_f1": [],
+                                         "mean_macro_f1": float("nan"), "seconds": round(time.perf_counter() - t_cand, 3),
+                                         "skipped": f"time budget (after {len(scores)} of {len(folds)} folds)"})
+                step += len(folds) - len(scores)
+                continue
             self.cv_results_.append({"family": family, "params": params, "fold_macro_f1": scores,
                                      "mean_macro_f1": float(np.mean(scores)) if scores else float("nan"),
                                      "seconds": round(time.perf_counter() - t_cand, 3)})
@@ -256,13 +265,11 @@ class FeatureClassifier:
         return self
 
     def _refit(self, est, X: np.ndarray, y: np.ndarray, counts: np.ndarray, weights: dict):
-        """Refit on all labels; a linear SVM gets Platt-scaled probabilities when every class has 3 labels."""
-        svm = isinstance(est.steps[-1][1], TorchLinearSVM)
-        if svm and counts.min() >= 3:
-            if weights:  # the inner fits see the weights through the pipeline; calibration is weighted too
-                cal = CalibratedClassifierCV(_WeightedPipeline(est.steps), cv=3, method="sigmoid")
-                return cal.fit(X, y, sample_weight=next(iter(weights.values())))
-            est = CalibratedClassifierCV(est, cv=3, method="sigmoid")
+        """Refit on all labels, as the folds fitted: the probabilities of every item are then on the scale of
+        the out-of-fold rows (a linear SVM: the softmax of its decision values), which is what the train job's
+        calibration map (:mod:`core.models.calibration`) is fitted on. (An inner Platt scaling here, as before,
+        put the published probabilities on another scale than the rows the map was fitted on, and cost three
+        more fits.)"""
         return est.fit(X, y, **weights)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -323,15 +330,6 @@ def _weight_params(family: str, sample_weight: np.ndarray | None, bare: bool = F
         return {"sample_weight": np.asarray(sample_weight, dtype=np.float32)}
     step = {"linear_svm": "torchlinearsvm", "mlp": "torchmlp"}[family]
     return {f"{step}__sample_weight": np.asarray(sample_weight, dtype=np.float32)}
-
-
-class _WeightedPipeline(Pipeline):
-    """A pipeline whose ``fit`` names ``sample_weight`` (so that calibration passes the weights on)."""
-
-    def fit(self, X, y=None, sample_weight=None, **params):
-        if sample_weight is not None:
-            params[f"{self.steps[-1][0]}__sample_weight"] = sample_weight
-        return super().fit(X, y, **params)
 
 
 class _FoldCache:
