@@ -40,6 +40,9 @@ FAMILIES: tuple[Family, ...] = (
            "the light pseudo-labelling variant: a head on cached features", kwargs={"variant": "head"}),
     Family("dec", "core.models.dec.trainer:train_dec",
            "semi-supervised multi-modal Deep Embedded Clustering (trains with or without labels)", label_free=True),
+    Family("iic", "core.models.iic.trainer:train_iic",
+           "Invariant Information Clustering: neighbour or augmentation pairs, overclustering, optional labels",
+           label_free=True),
 )
 
 MODELS: dict[str, Family] = {f.name: f for f in FAMILIES}
