@@ -113,3 +113,16 @@ def test_worker_killed_mid_job_is_marked_failed_at_next_start(project):
     job = jobs.get_job(project, jid)
     assert job["status"] == "failed" and "died" in job["message"]
     assert project.run()["id"] == first
+
+
+def test_worker_trains_an_iic_run_like_retrain_now(project):
+    """The Train page's "Retrain now" with IIC chosen queues this job; the worker publishes an IIC run."""
+    params = {"epochs": 3, "batch_size": 32, "hidden": 32, "embed_dim": 8, "n_sub_heads": 2, "n_neighbours": 5}
+    jid, _ = jobs.request_job(project, "train", {"model": "iic", "params": params})
+    assert serve(project.dir, once=True) == 1
+    job = jobs.get_job(project, jid)
+    assert job["status"] == "done", job["message"]
+    run = project.run()
+    assert run["model"] == "iic" and run["id"] == job["run_id"]
+    assert (project.run_dir(run) / "overclusters.npy").exists()
+    assert run["metrics"]["iic"]["k"] == 3 and "collapse" in run["metrics"]["iic"]
