@@ -21,6 +21,7 @@ def _blobs(n_per=40, seed=0):
     return X, np.repeat(["a", "b", "c"], n_per).astype(object)
 
 
+@pytest.mark.slow
 def test_each_fold_is_predicted_by_a_model_that_never_saw_its_labels():
     torch.set_num_threads(1)
     X, y = _blobs()
