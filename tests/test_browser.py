@@ -141,6 +141,22 @@ def test_label_speed_smoke(served):
         ctx.close()
 
 
+def _settled_votes(store, annotator: str, quiet_s: float = 3.0, timeout_s: float = 60.0) -> list[int]:
+    """The annotator's active votes once no new one has arrived for ``quiet_s`` seconds (a loaded machine can
+    deliver a burst of key presses after the page first looks idle)."""
+
+    def votes() -> list[int]:
+        return [v["item_id"] for v in store.active_votes() if v["annotator"] == annotator]
+
+    seen, since, start = votes(), time.monotonic(), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() - start < timeout_s:
+        time.sleep(0.25)
+        now = votes()
+        if len(now) != len(seen):
+            seen, since = now, time.monotonic()
+    return seen
+
+
 def test_rapid_key_presses_never_vote_twice_on_one_item(served):
     """Keys pressed faster than the page redraws must not land on the item that was already labelled."""
     url, store, b = served
@@ -152,7 +168,7 @@ def test_rapid_key_presses_never_vote_twice_on_one_item(served):
         for _ in range(4):
             page.keyboard.press("1")  # no wait between presses
         wait_idle(page)
-        burst = [v["item_id"] for v in store.active_votes() if v["annotator"] == "rapid"]
+        burst = _settled_votes(store, "rapid")  # presses queued in the browser may still be arriving
         assert 1 <= len(burst) <= 5  # how many presses outran the redraw depends on the machine's load
         press_and_wait_next(page, "1")  # the page is still live after the burst
         votes = [v["item_id"] for v in store.active_votes() if v["annotator"] == "rapid"]
