@@ -1,10 +1,15 @@
 """What a model family's trainer receives and returns (the contract between the train job and a family)."""
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from core.errors import JobCancelled
 
 
 @dataclass
@@ -85,3 +90,41 @@ class TrainOutput:
     oof_proba: np.ndarray | None = None
     oof_reason: str | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Canceller:
+    """Polls ``should_cancel`` at most every ``every_s`` seconds (it may read a database); raises
+    :class:`core.errors.JobCancelled` naming ``owner`` and where the training was when it returns True."""
+
+    def __init__(self, should_cancel: Callable[[], bool] | None, owner: str, every_s: float = 0.25):
+        self.fn, self.owner, self.every_s, self.last = should_cancel, owner, every_s, -math.inf
+
+    def __call__(self, where: str) -> None:
+        t = time.perf_counter()
+        if self.fn is None or t - self.last < self.every_s:
+            return
+        self.last = t
+        if self.fn():
+            raise JobCancelled(f"{self.owner} cancelled during {where}")
+
+
+def load_previous_state(ctx: TrainContext, name: str, family: str, warm_start: bool) -> tuple[dict | None, str]:
+    """The previous run's ``<name>.joblib`` artefact for a warm start, or None and why not.
+
+    None when ``warm_start`` is off, there is no previous run of the family, the file is missing, or it cannot
+    be read (a damaged artefact must not stop a retrain: the run starts fresh and says why). Whether the state
+    fits the new run is the family's own check.
+    """
+    import joblib
+
+    if not warm_start:
+        return None, "disabled (warm_start=False)"
+    if ctx.previous is None or ctx.previous_dir is None:
+        return None, f"no previous {family} run"
+    path = Path(ctx.previous_dir) / f"{name}.joblib"
+    if not path.is_file():
+        return None, f"no {path.name} in the previous run"
+    try:
+        return joblib.load(path), f"from run {ctx.previous.get('id')}"
+    except Exception as exc:
+        return None, f"previous state unreadable ({type(exc).__name__}: {exc})"

@@ -38,30 +38,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.errors import JobCancelled, ValidationError, check_param
+from core.errors import ValidationError, check_param
 from core.models.dec.config import INITS, SCALINGS, WARM_IGNORED, DECConfig
 from core.models.cluster_report import cluster_class_matrix, collapse_report, confusion_matrix, match_clusters
+from core.models.context import Canceller
 
 __all__ = ["DECConfig", "MultiModalDEC", "WARM_IGNORED", "SCALINGS", "INITS", "cluster_class_matrix",
            "cluster_means", "collapse_report", "confusion_matrix", "initial_partition", "match_clusters"]
 
 Progress = Callable[[dict], None]
 CHUNK = 16384
-
-
-class _Canceller:
-    """Polls ``should_cancel`` at most every ``every_s`` seconds (it may read a database)."""
-
-    def __init__(self, should_cancel: Callable[[], bool] | None, every_s: float = 0.25):
-        self.fn, self.every_s, self.last = should_cancel, every_s, 0.0
-
-    def __call__(self, where: str) -> None:
-        t = time.perf_counter()
-        if self.fn is None or t - self.last < self.every_s:
-            return
-        self.last = t
-        if self.fn():
-            raise JobCancelled(f"DEC cancelled during {where}")
 
 
 class MultiModalDEC:
@@ -135,7 +121,7 @@ class MultiModalDEC:
         check_param("DEC", "n_clusters", k, k >= 2, "an int >= 2 (or None with at least 2 classes)")
         check_param("DEC", "n_clusters", k, k <= views[0].shape[0], f"at most the number of items ({views[0].shape[0]})")
         self.n_clusters_ = int(k)
-        cancel = _Canceller(should_cancel)
+        cancel = Canceller(should_cancel, "DEC")
         report = progress or (lambda info: None)
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
@@ -207,7 +193,7 @@ class MultiModalDEC:
         return np.ascontiguousarray((np.asarray(x, np.float32) - self.shift_[b]) * self.scale_[b], dtype=np.float32)
 
     # ------------------------------------------------------------------------------------------- pretrain
-    def _pretrain(self, Xs, report: Progress, cancel: _Canceller) -> list[float]:
+    def _pretrain(self, Xs, report: Progress, cancel: Canceller) -> list[float]:
         """Train every branch's autoencoder with MSE (Adam); returns the last epoch's loss of each branch."""
         import torch
         import torch.nn.functional as F
@@ -304,7 +290,7 @@ class MultiModalDEC:
 
     # ------------------------------------------------------------------------------------------ clustering
     def _cluster(self, Xs, lab: np.ndarray, y_cls: np.ndarray, weight: np.ndarray | None, align: np.ndarray,
-                 report: Progress, cancel: _Canceller) -> None:
+                 report: Progress, cancel: Canceller) -> None:
         """Algorithm 1: rounds of a supervised phase, a full-data target update, an unsupervised phase."""
         import torch
 
@@ -401,7 +387,7 @@ class MultiModalDEC:
             return clustering
         return clustering + sum(mse for _, mse in outs) / self.config.gamma
 
-    def _supervised_phase(self, Xs, lab_t, y_t, v_t, opt, gen, cancel: _Canceller) -> int:
+    def _supervised_phase(self, Xs, lab_t, y_t, v_t, opt, gen, cancel: Canceller) -> int:
         """Cross-entropy between each branch's q and the labels (``sup_epochs`` passes, at least ``sup_min_steps``
         steps); returns the number of steps."""
         import torch

@@ -25,7 +25,6 @@ Outputs
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
@@ -88,19 +87,11 @@ def _out_of_fold(ctx: TrainContext, config: DECConfig, views: list[np.ndarray], 
 
 def _previous_state(ctx: TrainContext, config: DECConfig, names: list[str], dims: list[int]) -> tuple[dict | None, str]:
     """The previous run's DEC state when a warm start is allowed, else None; and why."""
-    import joblib
+    from core.models.context import load_previous_state
 
-    if not config.warm_start:
-        return None, "disabled (warm_start=False)"
-    if ctx.previous is None or ctx.previous_dir is None:
-        return None, "no previous DEC run"
-    path = Path(ctx.previous_dir) / f"{STATE_NAME}.joblib"
-    if not path.is_file():
-        return None, f"no {path.name} in the previous run"
-    try:
-        state = joblib.load(path)
-    except Exception as exc:  # a damaged artefact must not stop a retrain: start fresh and say why
-        return None, f"previous state unreadable ({type(exc).__name__}: {exc})"
+    state, why = load_previous_state(ctx, STATE_NAME, "DEC", config.warm_start)
+    if state is None:
+        return None, why
     if state.get("view_names") != names or list(state.get("input_dims", [])) != dims:
         return None, f"views changed ({state.get('view_names')} {state.get('input_dims')} -> {names} {dims})"
     old = {k: v for k, v in state["config"].items() if k not in WARM_IGNORED}
@@ -109,4 +100,4 @@ def _previous_state(ctx: TrainContext, config: DECConfig, names: list[str], dims
     if old != new:
         changed = sorted(k for k in new if old.get(k) != new[k])
         return None, f"config changed ({', '.join(changed)})"
-    return state, f"from run {ctx.previous.get('id')}"
+    return state, why

@@ -32,8 +32,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.errors import JobCancelled, ValidationError, check_param
+from core.errors import ValidationError, check_param
 from core.models.cluster_report import cluster_class_matrix, collapse_report, confusion_matrix, match_clusters
+from core.models.context import Canceller
 from core.models.iic.config import CNN_BACKBONES, OWNER, IICConfig
 
 __all__ = ["IICModel", "IICConfig", "collapse_advice", "as_inputs"]
@@ -42,21 +43,6 @@ Progress = Callable[[dict], None]
 CHUNK_FEATURES = 16384
 CHUNK_IMAGES = 512
 FORMAT = "iic-v1"
-
-
-class _Canceller:
-    """Polls ``should_cancel`` at most every ``every_s`` seconds (it may read a database)."""
-
-    def __init__(self, should_cancel: Callable[[], bool] | None, every_s: float = 0.25):
-        self.fn, self.every_s, self.last = should_cancel, every_s, -math.inf
-
-    def __call__(self, where: str) -> None:
-        t = time.perf_counter()
-        if self.fn is None or t - self.last < self.every_s:
-            return
-        self.last = t
-        if self.fn():
-            raise JobCancelled(f"IIC cancelled during {where}")
 
 
 def as_inputs(X: np.ndarray, *, device: str = "cpu"):
@@ -162,7 +148,7 @@ class IICModel:
                     "'mlp' for feature inputs, 'small_cnn' or 'resnet18' for images and spectrograms")
         weight = _check_weight(sample_weight, len(lab))
         self.k_, self.k_over_ = int(cfg.k), cfg.k_over
-        cancel, report = _Canceller(should_cancel), progress or (lambda info: None)
+        cancel, report = Canceller(should_cancel, "IIC"), progress or (lambda info: None)
         torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
         self._setup(data, init_from)
@@ -315,7 +301,7 @@ class IICModel:
                 f"on: {len(np.unique(owner[rows]))} labelled items, weight {cfg.ce_weight}")
 
     # ------------------------------------------------------------------------------------------- training
-    def _train(self, x, gen, partner, lab_rows, y_rows, w_rows, report: Progress, cancel: _Canceller,
+    def _train(self, x, gen, partner, lab_rows, y_rows, w_rows, report: Progress, cancel: Canceller,
                t0: float) -> None:
         """The epochs: main head over all rows, then the overclustering head; records the history."""
         import torch

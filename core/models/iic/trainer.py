@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
@@ -117,19 +116,11 @@ def _calibration_rows(proba: np.ndarray, labelled: np.ndarray, cal_pos: np.ndarr
 
 def _previous_state(ctx: TrainContext, config: IICConfig, in_shape: tuple[int, ...]) -> tuple[dict | None, str]:
     """The previous run's IIC state when a warm start is allowed, else None; and why."""
-    import joblib
+    from core.models.context import load_previous_state
 
-    if not config.warm_start:
-        return None, "disabled (warm_start=False)"
-    if ctx.previous is None or ctx.previous_dir is None:
-        return None, "no previous IIC run"
-    path = Path(ctx.previous_dir) / f"{STATE_NAME}.joblib"
-    if not path.is_file():
-        return None, f"no {path.name} in the previous run"
-    try:
-        state = joblib.load(path)
-    except Exception as exc:  # a damaged artefact must not stop a retrain: start fresh and say why
-        return None, f"previous state unreadable ({type(exc).__name__}: {exc})"
+    state, why = load_previous_state(ctx, STATE_NAME, "IIC", config.warm_start)
+    if state is None:
+        return None, why
     changes = []
     if state.get("k") != config.k or state.get("k_over") != config.k_over:
         changes.append(f"k changed ({state.get('k')}/{state.get('k_over')} -> {config.k}/{config.k_over})")
@@ -146,5 +137,5 @@ def _previous_state(ctx: TrainContext, config: IICConfig, in_shape: tuple[int, .
         changes.append(f"config changed ({', '.join(other)})")
     if changes:
         return None, "; ".join(changes)
-    return state, f"from run {ctx.previous.get('id')}"
+    return state, why
 
