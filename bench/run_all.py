@@ -76,10 +76,13 @@ BENCHES: dict[str, Bench] = {b.script[len("bench_"):-len(".py")]: b for b in (
           ("--only", "digits", "--pretrain-epochs", "2", "--max-iter", "140", "--init-method", "kmeans",
            "--label-fractions", "0.1", "--prior-demo", "--prior-demo-epochs", "2", "--out", "{out}"),
           note="DEC vs k-means and vs the classifier; the prior-source check on the demo's skewed labels"),
-    Bench("bench_iic.py", ("--part", "cifar", "mnist", "failure", "flickr", "--seeds", "3", "--out", "{out}"),
+    Bench("bench_iic.py", ("--part", "cifar", "purity", "mnist", "failure", "flickr", "--seeds", "3", "--out", "{out}"),
           ("--quick", "--out", "{out}"),
           note="IIC vs k-means and DEC (MNIST-5k small CNN, CIFAR features + neighbour pairs), semi-supervised "
                "IIC vs the classifier, flickr8k views, the seed study's ResNet-18 failure flagged"),
+    Bench("bench_reid_scale.py", ("--out", "{out}"), ("--quick", "--out", "{out}"),
+          note="re-id pseudo-identities: sparse k-reciprocal Jaccard + DBSCAN against the dense approach, time and "
+               "peak memory on 2k-100k synthetic 256-d embeddings"),
     Bench("bench_pseudo_precision.py", ("--labels", "500", "1000", "--target", "0.95", "0.98", "--seeds", "3",
                                         "--out", "{out}"),
           ("--quick", "--out", "{out}"),

@@ -93,3 +93,11 @@ def test_methods_and_failure_runs_are_checked():
     assert args.methods == {"dec"} and args.failure_runs == ["fixed_cnn"]
     with pytest.raises(SystemExit, match="--methods"):
         bi.parse_args(["--methods", "iic,svm"])
+
+
+def test_purity_table_has_one_column_per_k():
+    rows = [{"part": "purity", "data": "d", "method": "p", "config": {"features": name}, "purity": {"1": a, "20": b}}
+            for name, a, b in (("raw", 0.67, 0.573), ("centred", 0.681, 0.5864))]
+    text = bi.tables(rows)
+    assert "| data | features | k=1 | k=20 |" in text
+    assert "| d | raw | 0.670 | 0.573 |" in text and "| d | centred | 0.681 | 0.586 |" in text

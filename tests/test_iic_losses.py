@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.errors import ValidationError
-from core.models.iic.losses import iic_loss, joint_distribution, mutual_information, supervised_ce
+from core.models.iic.losses import iic_loss, joint_distribution, mutual_information, scan_loss, supervised_ce
 
 EPS = sys.float_info.epsilon
 
@@ -43,6 +43,14 @@ def ref_mi(p, q):
     Pi = [sum(P[i]) for i in range(k)]
     Pj = [sum(P[i][j] for i in range(k)) for j in range(k)]
     return sum(P[i][j] * math.log(P[i][j] / (Pi[i] * Pj[j])) for i in range(k) for j in range(k) if P[i][j] > 0)
+
+
+def ref_scan(p, q, w, eps=1e-8):
+    """SCAN eq. 2 with loops: -1/b sum_b log(sum_j p_bj q_bj) + w sum_j m_j log m_j, m_j = 1/b sum_b p_bj."""
+    b, k = len(p), len(p[0])
+    consistency = -sum(math.log(max(sum(p[r][j] * q[r][j] for j in range(k)), eps)) for r in range(b)) / b
+    m = [max(sum(p[r][j] for r in range(b)) / b, eps) for j in range(k)]
+    return consistency + w * sum(mj * math.log(mj) for mj in m)
 
 
 def softmax_pair(b, k, seed, scale=3.0):
@@ -182,3 +190,43 @@ def test_loss_stays_float32_under_autocast():
         P = joint_distribution(p, q)
     assert loss.dtype == torch.float32 and P.dtype == torch.float32
     assert loss.item() == pytest.approx(ref_iic(p.tolist(), q.tolist()), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ SCAN
+@pytest.mark.parametrize("k", [2, 5, 10])
+@pytest.mark.parametrize("w", [0.0, 1.0, 5.0])
+def test_scan_loss_matches_plain_loop_reference(k, w):
+    p, q = softmax_pair(13, k, seed=10 + k)
+    p.requires_grad_(True)
+    q.requires_grad_(True)
+    loss = scan_loss(p, q, entropy_weight=w)
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(ref_scan(p.tolist(), q.tolist(), w), rel=1e-9, abs=1e-12)
+    loss.backward()
+    assert torch.isfinite(p.grad).all() and q.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("k", [2, 4, 10])
+def test_scan_loss_closed_forms(k):
+    """Identical one-hot pairs spread equally over k clusters: consistency 0, entropy log k -> -w log k; every
+    row in one cluster: entropy 0 -> 0; disagreeing one-hot pairs hit the clamp: -log(1e-8)."""
+    one_hot = torch.eye(k, dtype=torch.float64).repeat(3, 1)
+    assert scan_loss(one_hot, one_hot, entropy_weight=5.0).item() == pytest.approx(-5.0 * math.log(k), abs=1e-9)
+    same = torch.zeros(6, k, dtype=torch.float64)
+    same[:, 0] = 1
+    assert scan_loss(same, same, entropy_weight=5.0).item() == pytest.approx(0.0, abs=1e-5)  # clamp: 5 x 1e-8 log 1e-8
+    other = torch.roll(one_hot, 1, dims=1)
+    assert scan_loss(one_hot, other, entropy_weight=0.0).item() == pytest.approx(-math.log(1e-8), rel=1e-9)
+
+
+def test_scan_loss_rejects_mismatched_shapes():
+    p, q = softmax_pair(4, 3, seed=0)
+    with pytest.raises(ValidationError, match="q"):
+        scan_loss(p, q[:, :2])
+
+
+def test_scan_loss_half_precision_is_float32():
+    p, q = softmax_pair(8, 4, seed=1)
+    loss = scan_loss(p.half(), q.half())
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(scan_loss(p, q).item(), abs=1e-2)

@@ -45,10 +45,13 @@ def blobs(n_per: int = 40, k: int = 3, d: int = 8, seed: int = 0) -> tuple[np.nd
 
 # ------------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field,value,allowed", [
-    ("lamb", 0, "a number > 0"), ("k", 1, "None or an int >= 2"), ("backbone", "vgg", "'auto', 'mlp'"),
+    ("lamb", 0, "None or a number > 0"), ("k", 1, "None or an int >= 2"), ("backbone", "vgg", "'auto', 'mlp'"),
     ("pairs", "both", "'auto', 'neighbours', 'augment'"), ("overcluster_factor", 1, "0 (no overclustering head)"),
     ("calibration_fraction", 1.0, "a number in [0, 1)"), ("n_sub_heads", 0, "an int >= 1"),
-    ("epochs", 2.5, "None or an int >= 1"), ("time_budget_s", -1, "None or a number > 0")])
+    ("epochs", 2.5, "None or an int >= 1"), ("time_budget_s", -1, "None or a number > 0"),
+    ("objective", "mi", "'auto', 'iic', 'scan'"), ("entropy_weight", -1, "a number >= 0"),
+    ("repeats", 0, "an int >= 1"), ("augment_both", "yes", "None, True or False"),
+    ("cnn_width", 0, "None or an int >= 1")])
 def test_config_validation_names_the_bad_field(field, value, allowed):
     with pytest.raises(ValidationError, match=f"'{field}' parameter of IIC") as err:
         IICConfig(**{field: value}).validate()
@@ -63,6 +66,12 @@ def test_from_params_refuses_unknown_names_and_resolves_per_backbone():
     cnn = IICConfig.from_params({"backbone": "small_cnn", "k": 4}).resolved(10)
     assert (cnn.pairs, cnn.k, cnn.image_size, cnn.hflip) == ("augment", 4, 28, 0.0)
     assert IICConfig(backbone="resnet18", overcluster_factor=0).resolved(3).k_over == 0
+    # the measured per-backbone defaults (docs/iic.md): small_cnn lamb 1.5, width 16, both sides augmented
+    assert (cnn.lamb, cnn.cnn_width, cnn.augment_both, cnn.objective, cnn.repeats) == (1.5, 16, True, "iic", 1)
+    assert (mlp.lamb, mlp.augment_both, mlp.objective) == (1.0, True, "scan")  # neighbour pairs: SCAN's loss
+    assert IICConfig(pairs="augment").resolved(3).objective == "iic"
+    mine = IICConfig(backbone="small_cnn", lamb=2.0, cnn_width=8, augment_both=False, objective="scan").resolved(3)
+    assert (mine.lamb, mine.cnn_width, mine.augment_both, mine.objective) == (2.0, 8, False, "scan")
 
 
 def test_registered_label_free_and_cli_takes_model_names_from_the_registry():
@@ -148,7 +157,8 @@ def test_collapsed_run_is_flagged_with_reasons_and_advice(tmp_path):
 
     store = _project(tmp_path, None)
     # lamb -> 0 leaves only the joint entropy to minimise: every item in one cluster is optimal
-    rid = train_model(store, "iic", params={**SMALL, "lamb": 0.01, "lr": 0.05}, device="cpu", project_map=False)
+    rid = train_model(store, "iic", params={**SMALL, "objective": "iic", "lamb": 0.01, "lr": 0.05}, device="cpu",
+                      project_map=False)
     collapse = store.run(rid)["metrics"]["iic"]["collapse"]
     assert collapse["collapsed"] and collapse["reasons"] and collapse["largest_fraction"] > 0.5
     assert any("lamb" in a for a in collapse["advice"]) and any("epochs" in a for a in collapse["advice"])
@@ -284,3 +294,100 @@ def test_neighbour_partners_of_multi_row_items_are_first_rows_of_neighbour_items
     assert rows.shape == (7, 1)
     # item 0 -> item 1 (row 2); item 1 -> item 0 (first row 0); item 2 -> item 4 (row 6); item 4 -> item 2 (row 3)
     assert rows[:, 0].tolist() == [2, 2, 0, 6, 6, 6, 3]
+
+
+def test_scan_objective_clusters_blobs_and_its_advice_names_the_entropy_weight():
+    X, y = blobs()
+    m = IICModel(IICConfig(k=3, objective="scan", **SMALL)).fit(X)
+    assert cluster_acc(y, m.clusters_) > 0.9 and not m.collapse_["collapsed"]
+    assert m.summary()["objective"] == "scan" and m.summary()["entropy_weight"] == 5.0
+    # no entropy term: one cluster satisfies every pair, and the advice says what to raise
+    flat = IICModel(IICConfig(k=3, objective="scan", entropy_weight=0.0, **{**SMALL, "lr": 0.05})).fit(X)
+    from core.models.iic.model import collapse_advice
+
+    report = {**flat.collapse_, "collapsed": True}
+    assert any("entropy_weight" in a for a in collapse_advice(flat.config, report, 0, 3))
+    assert not any("lamb" in a for a in collapse_advice(flat.config, report, 0, 3))
+
+
+def test_repeats_put_each_image_several_times_in_a_batch_with_its_own_views():
+    """IIC's num_dataloaders: a batch of b images holds b x repeats pairs; both sides are augmented views."""
+    from core.models.pseudo_label.finetune import Inputs
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (24, 3, 12, 12), dtype=torch.uint8, generator=g)
+    data = Inputs(images, torch.arange(24), 24, "image")
+    cfg = IICConfig(k=2, backbone="small_cnn", epochs=1, batch_size=8, min_steps_per_epoch=1, repeats=3,
+                    cnn_width=4, embed_dim=8, n_sub_heads=1, overcluster_factor=0)
+    seen = []
+    model = IICModel(cfg)
+    original = IICModel._setup
+
+    def spy(self, data, init_from):
+        original(self, data, init_from)
+        forward = self.net_.forward
+
+        def recording(x, head="main"):
+            seen.append(x.detach().clone())
+            return forward(x, head)
+        self.net_.forward = recording
+    IICModel._setup = spy
+    try:
+        model.fit(data)
+    finally:
+        IICModel._setup = original
+    train = [x for x in seen if len(x) == 2 * 8 * 3]
+    assert len(train) == 3  # 24 images / 8 per batch, each batch doubled (two sides) and repeated 3 times
+    x = train[0]
+    a, b = x[:24], x[24:]
+    assert not torch.equal(a[:8], a[8:16])  # the same 8 images, each repeat with its own random view
+    assert not torch.equal(a, b)  # neither side is the plain image (augment_both)
+
+
+def test_small_cnn_on_an_audio_project_trains_on_spectrogram_blocks(tmp_path):
+    """Audio end to end: clips decode to log-mel blocks (several rows per clip), augmentation pairs are
+    spectrogram masks / shifts, and a clip's assignment is the mean over its blocks; low and high tones split."""
+    from core.io.ingest import import_source
+    from core.models.training import train_model
+    from core.store.project_store import Store
+    from tests.helpers import tone_wav
+
+    store = Store.create(tmp_path / "speech", modality="audio", extractor="logmel", min_votes=1,
+                         labels=["low", "high"])
+    src = tmp_path / "clips"
+    for label, freqs in (("low", (200, 230, 260, 290, 320, 350)), ("high", (1900, 2100, 2300, 2500, 2700, 2900))):
+        (src / label).mkdir(parents=True)
+        for f in freqs:
+            tone_wav(src / label / f"{f}.wav", freq=f, seconds=1.2)
+    import_source(store, src, labels_from_folders="initial", annotator="ann")
+    params = {"backbone": "small_cnn", "epochs": 4, "batch_size": 8, "n_sub_heads": 2, "embed_dim": 16,
+              "cnn_width": 4, "overcluster_factor": 2, "calibration_fraction": 0.0}
+    rid = train_model(store, "iic", params=params, device="cpu", project_map=False)
+    run = store.run(rid)
+    iic = run["metrics"]["iic"]
+    assert (iic["backbone"], iic["pairs"], iic["epochs_run"], iic["n_media_failures"]) == ("small_cnn", "augment", 4, 0)
+    state = __import__("joblib").load(store.run_dir(run) / "iic_state.joblib")
+    assert state["input_shape"][0] == 1 and len(state["input_shape"]) == 3  # one log-mel channel
+    proba = np.load(store.run_dir(run) / "proba.npy")
+    assert proba.shape == (12, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    names = [it.path.parent.name for it in store.items()]
+    pred = np.asarray(["low", "high"])[proba.argmax(1)]
+    assert float((pred == np.asarray(names)).mean()) >= 0.9  # the CE on the confirmed labels and the mapping
+
+
+def test_restarts_keep_the_network_with_the_lowest_final_loss():
+    X, y = blobs()
+    seen = []
+    m = IICModel(IICConfig(k=3, restarts=3, **{**SMALL, "epochs": 3})).fit(X, progress=seen.append)
+    tried = m.info_["restarts"]["tried"]
+    assert [t["seed"] for t in tried] == [0, 1, 2] and all(t["epochs_run"] == 3 for t in tried)
+    kept = m.info_["restarts"]["kept"]
+    assert kept == int(np.argmin([t["loss"] for t in tried]))
+    assert min(m.history_[-1]["main_loss"]) == pytest.approx(tried[kept]["loss"], abs=1e-5)
+    assert [p["step"] for p in seen] == list(range(1, 10)) and {p["total"] for p in seen} == {9}
+    # restart 0 is the single run of the same seed, step for step
+    one = IICModel(IICConfig(k=3, **{**SMALL, "epochs": 3})).fit(X)
+    assert min(one.history_[-1]["main_loss"]) == pytest.approx(tried[0]["loss"], abs=1e-5)
+    # a warm start trains once and says so
+    warm = IICModel(IICConfig(k=3, restarts=3, **{**SMALL, "epochs": 2})).fit(X, init_from=m)
+    assert len(warm.info_["restarts"]["tried"]) == 1 and "warm start" in warm.info_["restarts"]["note"]

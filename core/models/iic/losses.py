@@ -14,6 +14,13 @@ Equations (the reference implementation is ``IID_loss`` of xu-ji/IIC):
 
   which is ``-I(z, z')`` when ``lamb = 1``; ``lamb > 1`` weighs the marginal entropy more and so penalises
   degenerate solutions (every item in one cluster) more strongly;
+* :func:`scan_loss`: SCAN's objective for neighbour pairs (Van Gansbeke et al. 2020, eq. 2), the alternative
+  ``objective="scan"`` of the model: the consistency of a row and its neighbour, ``-log <p_b, q_b>``, averaged
+  over the batch, minus ``entropy_weight`` x the entropy of the first view's mean assignment (clamped at
+  ``1e-8`` as SCAN's code)::
+
+      L = - mean_b log <p_b, q_b> - w H(mean_b p_b),    H(m) = - sum_j m_j log m_j
+
 * :func:`mutual_information`: the exact ``I(z, z')`` of the same joint (no clamp, ``0 log 0 = 0``), for reports;
 * :func:`supervised_ce`: the weighted cross-entropy ``-sum_b v_b log p_{b, y_b} / sum_b v_b`` on labelled items
   (DEC's, re-exported).
@@ -32,7 +39,9 @@ from core.models.dec.losses import supervised_ce
 EPS = sys.float_info.epsilon
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-__all__ = ["EPS", "joint_distribution", "iic_loss", "mutual_information", "supervised_ce"]
+SCAN_EPS = 1e-8
+
+__all__ = ["EPS", "SCAN_EPS", "joint_distribution", "iic_loss", "scan_loss", "mutual_information", "supervised_ce"]
 
 
 def joint_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -89,6 +98,36 @@ def iic_loss(p: torch.Tensor, q: torch.Tensor, *, lamb: float = 1.0,
     pi = pi.clamp_min(eps)
     pj = pj.clamp_min(eps)
     return -(pij * (torch.log(pij) - lamb * torch.log(pj) - lamb * torch.log(pi))).sum()
+
+
+def scan_loss(p: torch.Tensor, q: torch.Tensor, *, entropy_weight: float = 5.0,
+              eps: float = SCAN_EPS) -> torch.Tensor:
+    """SCAN loss ``- mean_b log <p_b, q_b> - entropy_weight * H(mean_b p_b)`` (Van Gansbeke et al. 2020).
+
+    Parameters
+    ----------
+    p : Tensor (b, k)
+        Soft assignments of the rows (SCAN's anchors).
+    q : Tensor (b, k)
+        Soft assignments of their paired neighbours, same rows.
+    entropy_weight : float
+        Weight of the entropy of the mean assignment (SCAN uses 5): spreads the items over the clusters.
+    eps : float
+        Lower clamp of the dot products and of the mean assignment before the logarithms.
+
+    Returns
+    -------
+    Tensor ()
+        Scalar to minimise; its minimum ``-entropy_weight * log k`` is reached by confident, agreeing pairs
+        spread equally over the ``k`` clusters. Float32 for float16 / bfloat16 inputs.
+    """
+    check_param("scan_loss", "q", f"shapes {tuple(p.shape)} and {tuple(q.shape)}",
+                p.ndim == 2 and p.shape == q.shape, "a (b, k) tensor of the same shape as p")
+    if p.dtype in _LOW_PRECISION or q.dtype in _LOW_PRECISION:
+        p, q = p.float(), q.float()
+    consistency = -torch.log((p * q).sum(1).clamp_min(eps)).mean()
+    mean = p.mean(0).clamp_min(eps)
+    return consistency + entropy_weight * (mean * torch.log(mean)).sum()
 
 
 def mutual_information(p: torch.Tensor, q: torch.Tensor) -> float:
