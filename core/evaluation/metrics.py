@@ -6,7 +6,9 @@ after the best one-to-one cluster -> class matching, found by the Hungarian algo
 contingency matrix), :func:`hungarian_mapping`, :func:`nmi`, :func:`ari`, :func:`clustering_scores`.
 
 Labels may be ints or strings (or a mix, compared by their ``str``); cluster ids are any hashable
-scalars. Every function takes 1-D sequences of the same length. On empty input the scores are
+scalars. Re-identification: :func:`reid_scores` (mAP and CMC rank-k, Market-1501 protocol) and
+:func:`average_precisions`, from :mod:`core.evaluation.reid_metrics`. Every other function takes 1-D sequences
+of the same length. On empty input the scores are
 ``nan`` (an evaluation set without reference labels is not an error).
 
 Examples
@@ -24,6 +26,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from core.errors import check_param
+from core.evaluation.reid_metrics import average_precisions, reid_scores
 
 __all__ = [
     "accuracy",
@@ -36,6 +39,8 @@ __all__ = [
     "nmi",
     "ari",
     "clustering_scores",
+    "reid_scores",
+    "average_precisions",
 ]
 
 ArrayLike = Sequence[Any] | np.ndarray
