@@ -5,6 +5,7 @@ scikit-learn's template: "The 'n_clusters' parameter of DEC must be an int >= 2.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Iterable
 
 
@@ -48,6 +49,15 @@ def check_param(owner: str, name: str, value: Any, ok: bool, allowed: str) -> No
     """
     if not ok:
         raise ValidationError(f"The {name!r} parameter of {owner} must be {allowed}. Got {value!r}.")
+
+
+def is_int(value: Any) -> bool:
+    """True for Python and NumPy integers, False for bools (``True`` is an int to Python, never a count here).
+
+    >>> is_int(3), is_int(__import__("numpy").int64(3)), is_int(True), is_int(3.0)
+    (True, True, False, False)
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:

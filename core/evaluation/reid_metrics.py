@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import check_param
+from core.errors import check_param, is_int
 
 __all__ = ["average_precisions", "reid_scores"]
 
@@ -125,8 +125,7 @@ def reid_scores(dist: np.ndarray, q_ids: ArrayLike, g_ids: ArrayLike, q_cams: Ar
         identity are removed). The scores are ``nan`` when no query is valid.
     """
     ranks = tuple(ranks)
-    ok = len(ranks) > 0 and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1
-                                for k in ranks)
+    ok = len(ranks) > 0 and all(is_int(k) and k >= 1 for k in ranks)
     check_param(_OWNER, "ranks", ranks, ok, "a non-empty sequence of ints >= 1")
     ap, first_rank = average_precisions(dist, q_ids, g_ids, q_cams, g_cams)
     valid = ~np.isnan(ap)

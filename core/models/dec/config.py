@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-import numpy as np
-
-from core.errors import check_choice, check_param
+from core.errors import check_choice, check_param, is_int
 
 SCALINGS = ("dec", "standard", "none")
 INITS = ("concat", "first")
@@ -104,9 +102,6 @@ class DECConfig:
 
     def validate(self) -> None:
         """Raise :class:`ValidationError` naming the first bad field, its value and what is allowed."""
-        def is_int(v: Any) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
         check_param("DEC", "n_clusters", self.n_clusters, self.n_clusters is None or (is_int(self.n_clusters)
                     and self.n_clusters >= 2), "None or an int >= 2")
         check_param("DEC", "dims", self.dims, isinstance(self.dims, tuple) and len(self.dims) >= 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import check_choice, check_param
+from core.errors import check_choice, check_param, is_int
 
 OWNER = "IIC"
 BACKBONES = ("auto", "mlp", "small_cnn", "resnet18")
@@ -32,9 +32,6 @@ WARM_IGNORED = ("warm_start", "epochs", "batch_size", "min_steps_per_epoch", "lr
                 "n_neighbours", "pairs", "objective", "entropy_weight", "hflip", "feature_noise", "feature_dropout",
                 "repeats", "augment_both", "restarts")
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _is_num(v: Any) -> bool:
@@ -136,18 +133,18 @@ class IICConfig:
     def validate(self) -> "IICConfig":
         """Raise :class:`core.errors.ValidationError` naming the first bad field, its value and what is allowed;
         return self."""
-        check_param(OWNER, "k", self.k, self.k is None or (_is_int(self.k) and self.k >= 2), "None or an int >= 2")
+        check_param(OWNER, "k", self.k, self.k is None or (is_int(self.k) and self.k >= 2), "None or an int >= 2")
         for name in ("overcluster_factor",):
             v = getattr(self, name)
-            check_param(OWNER, name, v, _is_int(v) and (v == 0 or v >= 2), "0 (no overclustering head) or an int >= 2")
+            check_param(OWNER, name, v, is_int(v) and (v == 0 or v >= 2), "0 (no overclustering head) or an int >= 2")
         for name in ("n_sub_heads", "n_neighbours", "hidden", "embed_dim", "min_steps_per_epoch", "repeats",
                      "restarts"):
             v = getattr(self, name)
-            check_param(OWNER, name, v, _is_int(v) and v >= 1, "an int >= 1")
+            check_param(OWNER, name, v, is_int(v) and v >= 1, "an int >= 1")
         check_param(OWNER, "lamb", self.lamb, self.lamb is None or (_is_num(self.lamb) and self.lamb > 0),
                     "None or a number > 0")
         check_param(OWNER, "cnn_width", self.cnn_width, self.cnn_width is None
-                    or (_is_int(self.cnn_width) and self.cnn_width >= 1), "None or an int >= 1")
+                    or (is_int(self.cnn_width) and self.cnn_width >= 1), "None or an int >= 1")
         check_choice(OWNER, "backbone", self.backbone, BACKBONES)
         check_choice(OWNER, "pairs", self.pairs, PAIRS)
         check_choice(OWNER, "objective", self.objective, OBJECTIVES)
@@ -156,7 +153,7 @@ class IICConfig:
         check_param(OWNER, "view", self.view, self.view is None or isinstance(self.view, str),
                     "None or an extractor name")
         check_param(OWNER, "image_size", self.image_size, self.image_size is None
-                    or (_is_int(self.image_size) and 8 <= self.image_size <= 512), "None or an int in [8, 512]")
+                    or (is_int(self.image_size) and 8 <= self.image_size <= 512), "None or an int in [8, 512]")
         check_param(OWNER, "sobel", self.sobel, isinstance(self.sobel, bool), "a bool")
         check_param(OWNER, "hflip", self.hflip, self.hflip is None or (_is_num(self.hflip) and 0 <= self.hflip <= 1),
                     "None or a probability in [0, 1]")
@@ -166,16 +163,16 @@ class IICConfig:
                     "a number >= 0")
         check_param(OWNER, "feature_dropout", self.feature_dropout, _is_num(self.feature_dropout)
                     and 0 <= self.feature_dropout < 1, "a number in [0, 1)")
-        check_param(OWNER, "epochs", self.epochs, self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1),
+        check_param(OWNER, "epochs", self.epochs, self.epochs is None or (is_int(self.epochs) and self.epochs >= 1),
                     "None or an int >= 1")
         check_param(OWNER, "batch_size", self.batch_size, self.batch_size is None
-                    or (_is_int(self.batch_size) and self.batch_size >= 2), "None or an int >= 2")
+                    or (is_int(self.batch_size) and self.batch_size >= 2), "None or an int >= 2")
         check_param(OWNER, "lr", self.lr, self.lr is None or (_is_num(self.lr) and self.lr > 0), "None or a number > 0")
         check_param(OWNER, "ce_weight", self.ce_weight, _is_num(self.ce_weight) and self.ce_weight >= 0,
                     "a number >= 0")
         check_param(OWNER, "calibration_fraction", self.calibration_fraction, _is_num(self.calibration_fraction)
                     and 0 <= self.calibration_fraction < 1, "a number in [0, 1)")
-        check_param(OWNER, "seed", self.seed, _is_int(self.seed), "an int")
+        check_param(OWNER, "seed", self.seed, is_int(self.seed), "an int")
         check_param(OWNER, "warm_start", self.warm_start, isinstance(self.warm_start, bool), "a bool")
         for name in ("collapse_fraction", "min_effective_fraction"):
             v = getattr(self, name)
@@ -185,8 +182,9 @@ class IICConfig:
         return self
 
     def resolved(self, n_classes: int | None = None) -> "IICConfig":
-        """The config with ``backbone``, ``pairs``, ``k`` (from ``n_classes``), ``epochs``, ``batch_size``,
-        ``lr``, ``image_size``, ``lamb``, ``cnn_width`` and ``augment_both`` filled in from the per-backbone defaults (:data:`DEFAULTS`)."""
+        """The config with ``backbone``, ``pairs``, ``objective``, ``k`` (from ``n_classes``), ``epochs``,
+        ``batch_size``, ``lr``, ``image_size``, ``lamb``, ``cnn_width`` and ``augment_both`` filled in from the
+        per-backbone defaults (:data:`DEFAULTS`)."""
         backbone = "mlp" if self.backbone == "auto" else self.backbone
         pairs = self.pairs if self.pairs != "auto" else ("neighbours" if backbone == "mlp" else "augment")
         epochs, batch_size, lr, size, lamb, width = DEFAULTS[backbone]

@@ -165,13 +165,13 @@ class IICModel:
         budget = None if cfg.time_budget_s is None else float(cfg.time_budget_s) / restarts
         tried: list[dict] = []
         kept: tuple | None = None
+        E = int(cfg.epochs)
         for r in range(restarts):
             seed = int(cfg.seed) + r
             if r:  # a fresh network from the next seed (the first one was built above)
                 torch.manual_seed(seed)
                 self._setup(data, None)
             gen = torch.Generator(device=self.device).manual_seed(seed)
-            E = int(cfg.epochs)
 
             def report_r(info: dict, r: int = r) -> None:
                 report({**info, "step": r * E + info["step"], "total": E * restarts,
@@ -180,7 +180,7 @@ class IICModel:
             loss = float(min(self.history_[-1]["main_loss"]))
             tried.append({"seed": seed, "loss": round(loss, 5), "epochs_run": len(self.history_),
                           "stopped": self.stopped_})
-            if kept is None or loss < kept[0]:
+            if restarts > 1 and (kept is None or loss < kept[0]):  # one run keeps its network as it is
                 kept = (loss, copy.deepcopy(self.net_.state_dict()), self.history_, self.stopped_, r)
         if restarts > 1:  # the restart whose best main sub-head ended with the lowest loss (IIC's own criterion)
             _, weights, self.history_, self.stopped_, chosen = kept

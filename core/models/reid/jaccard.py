@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from core.errors import check_choice, check_param
+from core.errors import check_choice, check_param, is_int
 from core.features.neighbours import NeighbourIndex, unit_rows
 
 OWNER = "sparse_jaccard"
@@ -87,9 +87,6 @@ class JaccardDistances:
         out[coo.row, coo.col] = coo.data
         return out
 
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def half_k(k1: int) -> int:
@@ -308,8 +305,8 @@ def sparse_jaccard(X: np.ndarray, k1: int = 20, k2: int = 6, *, metric: Literal[
     check_param(OWNER, "X", f"array of shape {X.shape}", X.ndim == 2 and X.shape[0] >= 1 and X.shape[1] >= 1,
                 "a 2-D (n, d) array with n >= 1 and d >= 1")
     check_param(OWNER, "X", "an array with NaN or inf", bool(np.isfinite(X).all()), "finite")
-    check_param(OWNER, "k1", k1, _is_int(k1) and k1 >= 1, "an int >= 1")
-    check_param(OWNER, "k2", k2, _is_int(k2) and 1 <= k2 <= k1 + 1, f"an int in [1, k1 + 1 = {k1 + 1}]")
+    check_param(OWNER, "k1", k1, is_int(k1) and k1 >= 1, "an int >= 1")
+    check_param(OWNER, "k2", k2, is_int(k2) and 1 <= k2 <= k1 + 1, f"an int in [1, k1 + 1 = {k1 + 1}]")
     check_choice(OWNER, "metric", metric, METRICS)
     ok = isinstance(max_distance, (int, float, np.floating)) and not isinstance(max_distance, bool)
     check_param(OWNER, "max_distance", max_distance, ok and 0.0 < float(max_distance) <= 1.0, "a float in (0, 1]")

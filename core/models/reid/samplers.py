@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from core.errors import check_choice, check_param
+from core.errors import check_choice, check_param, is_int
 
 __all__ = [
     "SAMPLERS",
@@ -176,9 +176,6 @@ class EpochSampler:
         return len(self.batches(self.epoch))
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
 
 def make_sampler(name: str, pseudo: np.ndarray, item_proxy: np.ndarray | None, *, batch_size: int, k: int = 4,
                  seed: int = 0, drop_last: bool = False) -> EpochSampler:
@@ -211,9 +208,9 @@ def make_sampler(name: str, pseudo: np.ndarray, item_proxy: np.ndarray | None, *
                 pseudo_arr.ndim == 1 and (pseudo_arr.size == 0 or np.issubdtype(pseudo_arr.dtype, np.integer)),
                 "a 1-D int array (-1 for outliers)")
     check_param(_OWNER, "pseudo", "no inlier", bool((pseudo_arr >= 0).any()), "an array with at least one inlier")
-    check_param(_OWNER, "batch_size", batch_size, _is_int(batch_size) and batch_size >= 1, "an int >= 1")
-    check_param(_OWNER, "k", k, _is_int(k) and k >= 1, "an int >= 1")
-    check_param(_OWNER, "seed", seed, _is_int(seed) and seed >= 0, "an int >= 0")
+    check_param(_OWNER, "batch_size", batch_size, is_int(batch_size) and batch_size >= 1, "an int >= 1")
+    check_param(_OWNER, "k", k, is_int(k) and k >= 1, "an int >= 1")
+    check_param(_OWNER, "seed", seed, is_int(seed) and seed >= 0, "an int >= 0")
     if name in ("pk_cluster", "pk_proxy"):
         check_param(_OWNER, "batch_size", batch_size, batch_size % k == 0,
                     f"a multiple of k={k} for the P x K sampler {name!r}")
