@@ -13,6 +13,7 @@ nav = st.navigation([
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/pseudo_labels.py", title="Pseudo-labels", icon=":material/auto_label:"),
     st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+    st.Page("pages/identities.py", title="Identities", icon=":material/person_search:"),
     st.Page("pages/consensus.py", title="Consensus", icon=":material/groups:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ])

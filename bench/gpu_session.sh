@@ -2,7 +2,8 @@
 # Device-machine session: GPU checks and figures for the engine. Run on the device from the repo root with
 # .gpu carried (.gpu/whl: wheels the device lacks; .gpu/datasets/cifar10_half: a copy of the shared images).
 #   bash bench/gpu_session.sh [STEP ...]    steps: tests features cifar retrain spectrogram pseudo_speed
-#                                           pseudo_fsdd pseudo_cifar dec_speed dec_quality (default: the first four)
+#                                           pseudo_fsdd pseudo_cifar dec_speed dec_quality reid_speed
+#                                           (default: the first four)
 # Results go to $OUT (the device tool brings them back) as JSON lines / JSON files.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
@@ -38,3 +39,4 @@ if has pseudo_fsdd; then echo "== pseudo-labelling, FSDD speaker-independent"; t
 if has pseudo_cifar; then echo "== pseudo-labelling, CIFAR-10 half"; t python3 bench/bench_pseudo_label.py --device cuda --part cifar --out $OUT; fi
 if has dec_speed; then echo "== DEC epoch on 100k x 1280"; t python3 bench/bench_dec.py --gpu-speed --out $OUT; fi
 if has dec_quality; then echo "== DEC quality on CUDA"; t python3 bench/bench_dec.py --device cuda --only ${DEC_ONLY:-digits,mnist,cifar} --pretrain-epochs ${DEC_PRETRAIN:-200} --compare-init --seeds ${DEC_SEEDS:-1,2,3} --out $OUT; fi
+if has reid_speed; then echo "== re-identification training it/s at batch 256"; for hw in "256 128" "128 64"; do set -- $hw; t python3 bench/bench_reid_speed.py --device cuda --batch 256 --height $1 --width $2 --steps 20 --warmup 3 --out $OUT; done; fi

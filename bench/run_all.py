@@ -83,6 +83,13 @@ BENCHES: dict[str, Bench] = {b.script[len("bench_"):-len(".py")]: b for b in (
     Bench("bench_reid_scale.py", ("--out", "{out}"), ("--quick", "--out", "{out}"),
           note="re-id pseudo-identities: sparse k-reciprocal Jaccard + DBSCAN against the dense approach, time and "
                "peak memory on 2k-100k synthetic 256-d embeddings"),
+    Bench("bench_reid.py", ("--sampler-seeds", "0,1,2", "--out", "{out}"), ("--quick", "--out", "{out}"),
+          note="re-id on reid_col780, 21 of 62 identities held out: mAP / rank-k of the pretrained features, the "
+               "unsupervised head, 20% of the training ids confirmed, the four samplers x K, the fine-tuned backbone"),
+    Bench("bench_reid_speed.py", ("--variant", "finetune", "--batch", "32", "--out", "{out}"),
+          ("--quick", "--out", "{out}"),
+          note="re-id training steps/s (EfficientNet-Lite0 on 128x64 crops, proxy loss, memory update); the GPU "
+               "figure at batch 256 comes from gpu_session.sh reid_speed"),
     Bench("bench_pseudo_precision.py", ("--labels", "500", "1000", "--target", "0.95", "0.98", "--seeds", "3",
                                         "--out", "{out}"),
           ("--quick", "--out", "{out}"),

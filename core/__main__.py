@@ -45,7 +45,8 @@ def cmd_import(a) -> int:
     store = Store(a.project)
     mode = "reference" if a.reference_from_folders else "initial" if a.labels_from_folders else None
     report = import_source(store, a.source, manifest=True if a.manifest else None, labels_from_folders=mode,
-                           media_root=a.media_root, annotator=a.annotator, add_labels=a.add_labels)
+                           media_root=a.media_root, annotator=a.annotator, add_labels=a.add_labels,
+                           group_pattern=a.group_pattern)
     d = report.as_dict()
     if a.json:
         print(json.dumps(d))
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--media-root", help="media root of a manifest's paths (default: the manifest's folder)")
     sp.add_argument("--add-labels", action="store_true", help="add unknown labels to the label set")
     sp.add_argument("--strict", action="store_true", help="exit 3 when any row was skipped")
+    sp.add_argument("--group-pattern", help="folders: a regex whose first group in each file name is the item's "
+                    "group (camera, speaker), e.g. '^(\\d+)_' for reid_col780's 01_3.png")
 
     sp = cmd("features", cmd_features, "compute the features the project lacks")
     sp.add_argument("project")

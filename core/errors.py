@@ -60,6 +60,15 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_number(value: Any) -> bool:
+    """True for Python and NumPy ints and floats, False for bools (a config's numeric fields).
+
+    >>> is_number(0.5), is_number(__import__("numpy").float32(2)), is_number(True), is_number("1")
+    (True, True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raise a :class:`ValidationError` listing the valid choices when ``value`` is not one of them."""
     choices = list(choices)

@@ -44,7 +44,8 @@ if not conf["table"].empty and conf["table"].to_numpy().sum() > 0:
                        f"({conf['prior']['reason']}). Set the DEC parameter prior_source to choose.")
 
 clusters = summary["cluster"].tolist()
-cluster = st.selectbox("Open overcluster" if level == "over" else "Open cluster", clusters)
+cluster = st.selectbox("Open overcluster" if level == "over" else "Open cluster", clusters,
+                       format_func=lambda c: "outliers (-1)" if c == -1 else str(c))  # -1: a reid run's outliers
 item_grid(store, cluster_members(store, run["id"], cluster, limit=18, level=level))
 annotator = st.session_state.get("annotator", "")
 c1, c2 = st.columns(2)

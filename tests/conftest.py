@@ -28,3 +28,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def shared_datasets() -> Path:
     return SHARED
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread for the test (the 2-core CI machine; results do not depend on it), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

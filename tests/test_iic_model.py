@@ -16,12 +16,7 @@ SMALL = {"epochs": 15, "batch_size": 32, "hidden": 64, "embed_dim": 16, "n_sub_h
          "overcluster_factor": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _project(tmp_path, labels: str | None, *, size: int = 16):

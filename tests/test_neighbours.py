@@ -89,3 +89,39 @@ def test_faiss_dedup_equals_the_plain_loop(threshold, chunk, monkeypatch):
     order = np.random.default_rng(5).permutation(len(X)).astype(np.int64)
     for batch in (5, 40, 400):
         assert _dedup(order, X, batch, threshold).tolist() == _dedup_reference(order, X, batch, threshold)
+
+
+def test_torch_knn_matches_faiss_for_both_metrics():
+    from core.features.neighbours import NeighbourIndex, torch_knn
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12)).astype(np.float32)
+    for metric in ("cosine", "euclidean"):
+        s_f, r_f = NeighbourIndex(X, metric=metric).search(X, 7)
+        s_t, r_t = torch_knn(X, 7, metric=metric, device="cpu", batch=64)
+        np.testing.assert_array_equal(r_t, r_f)
+        # the expanded |q|^2 - 2 q.x + |x|^2 loses ~1e-6 near zero, which the square root makes ~1e-3
+        np.testing.assert_allclose(s_t, s_f, rtol=1e-4, atol=1e-4 if metric == "cosine" else 5e-3)
+    assert torch_knn(X[:3], 10, device="cpu")[1].shape == (3, 3)
+
+
+def test_sparse_jaccard_on_a_torch_knn_graph_equals_the_faiss_one():
+    from core.models.reid import jaccard
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    a = jaccard.sparse_jaccard(X, 10, 4)
+    orig = jaccard.NeighbourIndex
+
+    class NoFaiss:  # the "cuda" path must not touch faiss; run it on the CPU through torch
+        def __init__(self, *a, **k):
+            raise AssertionError("faiss used on the GPU path")
+
+    jaccard.NeighbourIndex = NoFaiss
+    real = jaccard.torch_knn
+    jaccard.torch_knn = lambda X, k, metric, device: real(X, k, metric=metric, device="cpu")
+    try:
+        b = jaccard.sparse_jaccard(X, 10, 4, device="cuda")
+    finally:
+        jaccard.NeighbourIndex, jaccard.torch_knn = orig, real
+    np.testing.assert_allclose(a.matrix.toarray(), b.matrix.toarray(), atol=1e-6)

@@ -66,14 +66,18 @@ def _posteriors(store: Store, params, item_ids: np.ndarray, per_item: dict, conf
 
 
 def aligned_proba(store: Store, item_ids: np.ndarray) -> np.ndarray | None:
-    """The newest run's probabilities (n, k) for ``item_ids``; uniform rows for items it did not see."""
+    """The newest run's probabilities (n, k) for ``item_ids``; uniform rows for items it did not see or named no
+    class for (an all-zero row: a reid run before identities are named); None without a run or a class."""
     run = store.run()
     if run is None:
         return None
     proba = store.run_proba(run["id"], item_ids)
     if proba is None:
         raise OSError(f"the probabilities of run {run['id']} are missing from {store.run_dir(run)}")
-    return np.where(np.isnan(proba), 1.0 / proba.shape[1], proba).astype(np.float32)
+    if proba.shape[1] == 0:
+        return None
+    blank = np.isnan(proba).any(1) | (np.nan_to_num(proba).sum(1) <= 0)
+    return np.where(blank[:, None], 1.0 / proba.shape[1], proba).astype(np.float32)
 
 
 #: above this many items the queue does not load every item's features for near-duplicate suppression

@@ -70,6 +70,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from core.errors import ValidationError, check_choice, check_param
+from core.labels.methods import majority_confirmed
 
 __all__ = [
     "VoteStats",
@@ -212,7 +213,7 @@ class VoteStats:
                 part = np.partition(counts, k - 2, axis=1)
                 top, second = part[:, -1], part[:, -2]
         if confirmed is None:
-            confirmed = (top >= min_votes) & (top > second)
+            confirmed = majority_confirmed(top, second, min_votes)
         return cls(n_votes=n_votes, top_support=top, second_support=second, min_votes=min_votes,
                    confirmed=np.asarray(confirmed, bool))
 

@@ -145,3 +145,47 @@ class NeighbourIndex:
         lims, _, I = self._index.range_search(Q, radius)
         I = I.astype(np.int64)
         return [I[lims[i]:lims[i + 1]] for i in range(Q.shape[0])]
+
+
+def torch_knn(X: np.ndarray, k: int, *, metric: Literal["cosine", "euclidean"] = "cosine", device: str = "cuda",
+              batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-NN of every row of ``X`` among all rows by a batched torch top-k, for a GPU.
+
+    faiss-cpu (:class:`NeighbourIndex`) is the engine's k-NN on the CPU; on a GPU the same exact search is a matrix
+    product and a top-k per block of ``batch`` query rows, with the data on the device. The result matches
+    :meth:`NeighbourIndex.search` of ``X`` against itself (up to ties and float rounding).
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n, d)
+    k : int
+        Neighbours per row (>= 1; capped at n), the row itself included.
+    metric : {"cosine", "euclidean"}
+    device : str
+        A torch device ("cuda", or "cpu" for tests).
+    batch : int
+        Query rows per block (memory ``batch x n`` floats).
+
+    Returns
+    -------
+    scores : np.ndarray, shape (n, min(k, n)), float32
+        Cosine similarities (descending) or Euclidean distances (ascending).
+    rows : np.ndarray, shape (n, min(k, n)), int64
+    """
+    import torch
+
+    check_choice("torch_knn", "metric", metric, METRICS)
+    ok = isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1
+    check_param("torch_knn", "k", k, ok, "an int >= 1")
+    V = torch.as_tensor(unit_rows(X) if metric == "cosine" else np.ascontiguousarray(X, np.float32), device=device)
+    n, k = V.shape[0], min(int(k), V.shape[0])
+    sq = (V * V).sum(1)
+    scores, rows = [], []
+    for s in range(0, n, batch):
+        q = V[s:s + batch]
+        sim = q @ V.T if metric == "cosine" else -(sq[s:s + batch, None] - 2 * q @ V.T + sq[None, :])
+        top = torch.topk(sim, k, dim=1)
+        vals = top.values if metric == "cosine" else torch.sqrt(torch.clamp(-top.values, min=0))
+        scores.append(vals.float().cpu())
+        rows.append(top.indices.cpu())
+    return torch.cat(scores).numpy(), torch.cat(rows).numpy().astype(np.int64)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +99,10 @@ def import_source(
     annotator: str = DEFAULT_ANNOTATOR,
     add_labels: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    group_pattern: str | None = None,
 ) -> ImportReport:
-    """Import a folder, or a manifest (``manifest=None`` guesses by the suffix: .csv, .tsv, .jsonl)."""
+    """Import a folder, or a manifest (``manifest=None`` guesses by the suffix: .csv, .tsv, .jsonl).
+    ``group_pattern`` (folders only): see :func:`import_folder`."""
     source = Path(source)
     if not source.exists():
         raise ValidationError(f"The 'source' parameter must be an existing folder or manifest file. Got {str(source)!r}.")
@@ -109,7 +112,7 @@ def import_source(
         return import_manifest(store, source, media_root=media_root, annotator=annotator, add_labels=add_labels,
                                progress=progress)
     return import_folder(store, source, labels_from_folders=labels_from_folders, annotator=annotator,
-                         add_labels=add_labels, progress=progress)
+                         add_labels=add_labels, progress=progress, group_pattern=group_pattern)
 
 
 def request_import(
@@ -122,6 +125,7 @@ def request_import(
     annotator: str = DEFAULT_ANNOTATOR,
     add_labels: bool = False,
     requested_by: str | None = None,
+    group_pattern: str | None = None,
 ) -> tuple[int, bool]:
     """Queue an ``import`` job for the worker (the arguments of :func:`import_source`); returns
     ``(job_id, coalesced)`` as :func:`core.jobs.queue.request_job` does.
@@ -133,13 +137,13 @@ def request_import(
 
     params = _import_params({"source": str(source), "manifest": manifest, "labels_from_folders": labels_from_folders,
                              "media_root": None if media_root is None else str(media_root), "annotator": annotator,
-                             "add_labels": add_labels})
+                             "add_labels": add_labels, "group_pattern": group_pattern})
     return jobs.request_job(store, "import", params, requested_by=requested_by)
 
 
 def _import_params(params: dict[str, Any]) -> dict[str, Any]:
     """Validate an import job's parameters; returns them with absolute paths."""
-    known = ("source", "manifest", "labels_from_folders", "media_root", "annotator", "add_labels")
+    known = ("source", "manifest", "labels_from_folders", "media_root", "annotator", "add_labels", "group_pattern")
     unknown = sorted(set(params) - set(known))
     check_param("the import job", "params", unknown, not unknown, f"made of {', '.join(known)}")
     source = params.get("source")
@@ -154,7 +158,10 @@ def _import_params(params: dict[str, Any]) -> dict[str, Any]:
     root = params.get("media_root")
     check_param("import", "media_root", root, root is None or (isinstance(root, str) and Path(root).is_dir()),
                 "an existing folder, or null for the manifest's folder")
-    return {"source": str(Path(source).resolve()), "manifest": params.get("manifest"),
+    pattern = params.get("group_pattern")
+    if pattern is not None:
+        group_regex(pattern)
+    return {"source": str(Path(source).resolve()), "manifest": params.get("manifest"), "group_pattern": pattern,
             "labels_from_folders": params.get("labels_from_folders"),
             "media_root": None if root is None else str(Path(root).resolve()), "annotator": annotator.strip(),
             "add_labels": bool(params.get("add_labels", False))}
@@ -188,13 +195,33 @@ def run_import_job(
         progress({"phase": "list files", "step": 0, "total": 1})
     report = import_source(store, p["source"], manifest=p["manifest"], labels_from_folders=p["labels_from_folders"],
                            media_root=p["media_root"], annotator=p["annotator"], add_labels=p["add_labels"],
-                           progress=on_files)
+                           progress=on_files, group_pattern=p["group_pattern"])
     if progress is not None:
         d = report.as_dict()
         d["problems"] = d["problems"][:200]
         n = total_seen["n"]
         progress({"phase": "done", "step": n, "total": n, "report": d})
     return report
+
+
+def group_regex(pattern: Any) -> re.Pattern:
+    """The compiled ``group_pattern`` of a folder import; a bad one is refused by name."""
+    try:
+        ok = isinstance(pattern, str) and bool(pattern)
+        regex = re.compile(pattern) if ok else None
+    except re.error as exc:
+        raise ValidationError(f"The 'group_pattern' parameter of import must be a regular expression. Got "
+                              f"{pattern!r} ({exc}).")
+    check_param("import", "group_pattern", pattern, regex is not None, "a non-empty regular expression")
+    return regex
+
+
+def _group_of(regex: re.Pattern, name: str) -> str | None:
+    """The first group (or the whole match) of ``regex`` in the file ``name``; None when it does not match."""
+    m = regex.search(name)
+    if m is None:
+        return None
+    return m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
 
 
 def import_folder(
@@ -205,6 +232,7 @@ def import_folder(
     annotator: str = DEFAULT_ANNOTATOR,
     add_labels: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    group_pattern: str | None = None,
 ) -> ImportReport:
     """Import every media file below ``folder`` (recursively, in sorted order).
 
@@ -213,8 +241,14 @@ def import_folder(
     labels_from_folders : {None, "reference", "initial"}
         What the name of a file's class sub-folder becomes: nothing, its reference label (ground truth for
         evaluation), or an initial vote by ``annotator``.
+    group_pattern : str or None
+        A regular expression searched in each file name whose first group (or whole match) becomes the item's
+        group: the camera of a re-identification crop (``"^(\\d+)_"`` for ``01_3.png``, ``"_c(\\d+)"`` for
+        Market-1501's ``0001_c1s1_000151_01.jpg``) or an audio clip's speaker. A file it does not match is
+        imported without a group and reported (``no_group``).
     """
     check_choice("import", "labels_from_folders", labels_from_folders, LABEL_MODES)
+    regex = None if group_pattern is None else group_regex(group_pattern)
     root = Path(folder).resolve()
     if not root.is_dir():
         raise ValidationError(f"The 'folder' parameter must be a folder. Got {str(folder)!r}.")
@@ -231,9 +265,15 @@ def import_folder(
             c.reference_label = cls
         elif cls is not None and labels_from_folders == "initial":
             c.label, c.annotator = cls, annotator
+        if regex is not None and media.kind_of(p) == _MEDIA_KIND[store.modality]:
+            c.group = _group_of(regex, p.name)
+            if c.group is None:
+                report.problem(k, rel, "no_group", f"file name does not match the group pattern {group_pattern!r}; "
+                               "imported without a group")
         candidates.append(c)
     # a file outside any class folder is still imported: its problem row is informational only
-    report.problems = [dict(p, row=0) if p["problem"] == "no_class_folder" else p for p in report.problems]
+    report.problems = [dict(p, row=0) if p["problem"] in ("no_class_folder", "no_group") else p
+                       for p in report.problems]
     source_id = store.add_source(root, kind="folder", spec=str(root))
     _import_candidates(store, source_id, root, candidates, report, add_labels=add_labels, progress=progress,
                        from_folder=True)

@@ -10,7 +10,7 @@ Rules (the HAR study in the seeds kept only posts on which enough annotators agr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from core.labels.votes import latest_by_annotator, ranked_counts
 
@@ -41,6 +41,13 @@ class ConsensusResult:
     method: str
 
 
+def majority_confirmed(top_support: Any, second_support: Any, min_votes: int) -> Any:
+    """The majority rule's confirmation: the leading label has at least ``min_votes`` votes and no other label
+    as many (no tie). Works on ints and on arrays (n,) of supports alike; the one place this rule is written
+    (item consensus, the queue's vote statistics, pair decisions of :mod:`core.labels.pairs`)."""
+    return (top_support >= min_votes) & (top_support > second_support)
+
+
 def majority(votes: Sequence[Vote], *, min_votes: int = 2) -> ConsensusResult:
     """Majority vote of one item's votes.
 
@@ -63,15 +70,15 @@ def majority(votes: Sequence[Vote], *, min_votes: int = 2) -> ConsensusResult:
     if n_votes == 0:
         return ConsensusResult(None, 0, 0, None, None, False, "majority")
     label, support = ranked[0]
-    tie = len(ranked) > 1 and ranked[1][1] == support
+    second = ranked[1][1] if len(ranked) > 1 else 0
     agreement = support / n_votes
     return ConsensusResult(
-        None if tie else label,
+        None if second == support else label,
         support,
         n_votes,
         agreement,
         agreement,
-        (not tie) and support >= min_votes,
+        bool(majority_confirmed(support, second, min_votes)),
         "majority",
     )
 

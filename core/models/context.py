@@ -35,6 +35,9 @@ class TrainContext:
                                    per labelled row, the consensus confidence when the project asks for it
     items : list | None            the store's Item rows in the order of ``item_ids`` (paths, text, group),
                                    for families that read the media themselves (pseudo_label, reid)
+    pair_links : (ndarray (p, 2), ndarray (q, 2)) int64 | None
+                                   confirmed pair decisions as row-index pairs: "same" (must-links) and
+                                   "different" (cannot-links) from the Identities page (reid)
     """
 
     X: np.ndarray
@@ -51,6 +54,7 @@ class TrainContext:
     views: dict[str, slice] = field(default_factory=dict)
     sample_weight: np.ndarray | None = None
     items: list | None = None
+    pair_links: tuple[np.ndarray, np.ndarray] | None = None
 
     def view(self, name: str) -> np.ndarray:
         """The columns of ``X`` that extractor ``name`` produced, (n, d_name)."""
@@ -63,7 +67,8 @@ class TrainOutput:
 
     Attributes
     ----------
-    proba : ndarray (n, k) float32       probabilities over ``classes`` for every item
+    proba : ndarray (n, k) float32       probabilities over ``classes`` for every item; an all-zero row (or
+                                         k = 0) means no label for that item (reid before identities are named)
     config : dict                        the resolved configuration (stored with the run)
     metrics : dict                       e.g. cross-validated macro-F1
     artefacts : dict[str, object]        objects saved with joblib under the run's folder

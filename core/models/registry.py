@@ -43,6 +43,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("iic", "core.models.iic.trainer:train_iic",
            "Invariant Information Clustering: neighbour or augmentation pairs, overclustering, optional labels",
            label_free=True),
+    Family("reid", "core.models.reid.trainer:train_reid",
+           "unsupervised re-identification: pseudo-identities, camera-aware proxies, annotators' same/different links",
+           label_free=True),
 )
 
 MODELS: dict[str, Family] = {f.name: f for f in FAMILIES}

@@ -207,6 +207,7 @@ def train_model(
         device=device, progress=report, should_cancel=cancel, previous=previous,
         previous_dir=None if previous is None else store.run_dir(previous), views=feats.views,
         items=_items_in_order(store, feats.ids), sample_weight=sample_weight,
+        pair_links=_pair_links(store, feats.ids),
     )
     report({"phase": "fit", "step": 0, "total": 1})
     out = trainer(ctx)
@@ -218,9 +219,7 @@ def train_model(
     raw_proba = np.asarray(out.proba, dtype=np.float32)
     proba, calibration, oof_calibrated, oof_published = calibrate_output(out, y, classes)
     pseudo = calibrated_pseudo_labels(out.pseudo_labels, proba, classes)
-    top = proba.argmax(1)
-    labels = [classes[j] for j in top]
-    confidences = proba[np.arange(len(top)), top]
+    labels, confidences = top_labels(proba, classes)
     emb = out.embeddings if out.embeddings is not None else feats.X
     clusters = out.clusters
     if clusters is None:
@@ -271,6 +270,26 @@ def train_model(
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing refers to it: the transaction rolled back
         raise
     return run_id
+
+
+def top_labels(proba: np.ndarray, classes: list[str]) -> tuple[list[str | None], np.ndarray]:
+    """The most probable class of each row of ``proba`` (n, k) and its probability (n,); rows with no
+    probability mass (a family that names no class for them, or k = 0) get None and NaN."""
+    n = len(proba)
+    if proba.shape[1] == 0:
+        return [None] * n, np.full(n, np.nan, np.float32)
+    top = proba.argmax(1)
+    conf = proba[np.arange(n), top].astype(np.float32)
+    named = proba.sum(1) > 0
+    return [classes[j] if ok else None for j, ok in zip(top, named)], np.where(named, conf, np.nan)
+
+
+def _pair_links(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confirmed "same" / "different" pair decisions as row-index pairs into ``ids`` (n,): (must, cannot)."""
+    from core.labels.pairs import confirmed_links
+
+    rows = confirmed_links(store).rows(ids)
+    return rows.must, rows.cannot
 
 
 def calibrated_pseudo_labels(pseudo_labels: list[dict], proba: np.ndarray, classes: list[str]) -> list[dict]:

@@ -27,6 +27,7 @@ from core.labels import engine as consensus_engine
 from core.store.annotations import HUMAN_KINDS, AnnotationsMixin
 from core.store.connection import BUSY_TIMEOUT_S, DB_NAME, StoreBase, now
 from core.store.items import ItemRow, ItemsMixin, uri_path
+from core.store.pair_votes import PairVotesMixin
 from core.store.runs import RunsMixin
 from core.store.schema import MODALITIES
 from core.store.settings import SettingsMixin, validate_annotator_name, validate_label_name
@@ -37,7 +38,7 @@ __all__ = ["Store", "ItemRow", "DB_NAME", "BUSY_TIMEOUT_S", "HUMAN_KINDS", "now"
 FOLDERS = ("features", "runs", "projections", "media")
 
 
-class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, RunsMixin, StoreBase):
+class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMixin, StoreBase):
     """The project store of one project folder.
 
     Parameters

@@ -2,7 +2,7 @@
 
 Each migration is a function of a sqlite-utils Database (a SQL script, or sqlite-utils table creation) run in one transaction together with the update of the recorded version;
 the index of the script plus one is the schema version it produces. ``meta.schema_version`` records what a database has.
-Annotations, runs and predictions are append-only: triggers refuse UPDATE and DELETE on them, so a bug
+Annotations, pair votes, runs and predictions are append-only: triggers refuse UPDATE and DELETE on them, so a bug
 elsewhere cannot lose a vote or rewrite a published model version.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sqlite_utils
 MODALITIES = ("image", "audio", "text", "image+text")
 ANNOTATION_KINDS = ("human", "bulk", "adjudication", "machine")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+PAIR_DECISIONS = ("same", "different")
 
 
 _V1 = """
@@ -196,6 +197,40 @@ _V3 = """
 """
 
 
+# v4: identity pair decisions for re-identification (core.store.pair_votes, core.labels.pairs). An annotator
+# marks two items "same" or "different"; like annotations, votes are append-only and undo is a retraction.
+# A pair is stored normalised (item_a < item_b); ``batch`` groups the votes of one merge or split.
+_V4 = """
+        CREATE TABLE pair_votes (
+            id INTEGER PRIMARY KEY,
+            item_a INTEGER NOT NULL REFERENCES items(id),
+            item_b INTEGER NOT NULL REFERENCES items(id),
+            annotator TEXT NOT NULL REFERENCES annotators(name),
+            decision TEXT NOT NULL CHECK (decision IN ('same', 'different')),
+            batch TEXT,                    -- groups the votes of one merge or split so it can be undone at once
+            seconds REAL,                  -- time the annotator took, when known
+            created_at REAL NOT NULL,
+            CHECK (item_a < item_b)
+        );
+        CREATE INDEX pair_votes_pair ON pair_votes(item_a, item_b);
+        CREATE INDEX pair_votes_annotator ON pair_votes(annotator, id);
+        CREATE TABLE pair_retractions (
+            vote_id INTEGER PRIMARY KEY REFERENCES pair_votes(id),
+            annotator TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+
+        CREATE TRIGGER pair_votes_no_update BEFORE UPDATE ON pair_votes
+        BEGIN SELECT RAISE(ABORT, 'pair votes are append-only: write a retraction instead'); END;
+        CREATE TRIGGER pair_votes_no_delete BEFORE DELETE ON pair_votes
+        BEGIN SELECT RAISE(ABORT, 'pair votes are append-only: write a retraction instead'); END;
+        CREATE TRIGGER pair_retractions_no_update BEFORE UPDATE ON pair_retractions
+        BEGIN SELECT RAISE(ABORT, 'pair retractions are append-only'); END;
+        CREATE TRIGGER pair_retractions_no_delete BEFORE DELETE ON pair_retractions
+        BEGIN SELECT RAISE(ABORT, 'pair retractions are append-only'); END;
+"""
+
+
 #: migration i + 1 produces schema version i + 1; each runs inside the store's write transaction
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_sql(_V1), _v2, _sql(_V3)]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_sql(_V1), _v2, _sql(_V3), _sql(_V4)]
 SCHEMA_VERSION = len(MIGRATIONS)

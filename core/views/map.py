@@ -9,11 +9,15 @@ from core.store.project_store import Store, uri_path
 from core.views.clusters import _apply_merges, cluster_merges
 from core.views.common import NO_LABEL, _consensus, _predictions, _resolve_run, suggests_classes
 
-__all__ = ["COLOR_BY", "HOVER_CHARS", "NO_LABEL", "map_frame", "map_version"]
+__all__ = ["COLOR_BY", "HOVER_CHARS", "NO_LABEL", "OUTLIER", "OUTLIERS", "map_frame", "map_version"]
 
 COLOR_BY = ("consensus", "prediction", "confidence", "cluster", "disagreement")
 """Valid ``color_by`` values of :func:`map_frame`; confidence and disagreement are continuous."""
 HOVER_CHARS = 80
+OUTLIER = -1
+"""The cluster id of an item a clustering left alone (the reid run's DBSCAN outliers)."""
+OUTLIERS = "outliers"
+"""The ``color`` of the outliers with ``color_by="cluster"``."""
 
 
 def map_frame(store: Store, run_id: int | None = None, *, color_by: str = "consensus") -> pd.DataFrame:
@@ -25,7 +29,7 @@ def map_frame(store: Store, run_id: int | None = None, *, color_by: str = "conse
         The run; None takes the newest (an empty frame when the project has none).
     color_by : {"consensus", "prediction", "confidence", "cluster", "disagreement"}
         What the ``color`` column holds: a label (``"(none)"`` when missing), the confidence (float), the
-        merged cluster id as a string (categorical), or the disagreement (float).
+        merged cluster id as a string (categorical; ``"outliers"`` for cluster -1), or the disagreement (float).
 
     Returns
     -------
@@ -88,7 +92,8 @@ def _hover(store: Store, df: pd.DataFrame, *, clusters_only: bool = False) -> li
         name = uri_path(uri)
         base[item_id] = (f"{name} · {text}" if image_text else text) if text else name
     if clusters_only:
-        what = ["cluster " + (NO_LABEL if k is pd.NA else str(int(k))) for k in df["cluster"].tolist()]
+        what = [("cluster " + NO_LABEL) if k is pd.NA else ("outlier" if k == OUTLIER else f"cluster {int(k)}")
+                for k in df["cluster"].tolist()]
     else:
         what = ["predicted " + (p if isinstance(p, str) else NO_LABEL) for p in df["prediction"].tolist()]
     return [f"{base.get(i, '')} — {w}" + ("" if c != c else f" ({c:.2f})")
@@ -100,6 +105,7 @@ def _color(df: pd.DataFrame, color_by: str) -> pd.Series:
         return df["consensus"].fillna(NO_LABEL).astype(str)
     if color_by == "prediction":
         return df["prediction"].fillna(NO_LABEL).astype(str)
-    if color_by == "cluster":
-        return df["cluster"].astype(str).where(df["cluster"].notna(), NO_LABEL)
+    if color_by == "cluster":  # -1 is a clustering's outliers (DBSCAN's noise: the reid run's): a group of its own
+        names = df["cluster"].astype(str).where(df["cluster"].notna(), NO_LABEL)
+        return names.where(names != str(OUTLIER), OUTLIERS)
     return df[color_by].astype(float)

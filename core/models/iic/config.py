@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-import numpy as np
-
-from core.errors import check_choice, check_param, is_int
+from core.errors import check_choice, check_param, is_int, is_number
 
 OWNER = "IIC"
 BACKBONES = ("auto", "mlp", "small_cnn", "resnet18")
@@ -32,10 +30,6 @@ WARM_IGNORED = ("warm_start", "epochs", "batch_size", "min_steps_per_epoch", "lr
                 "n_neighbours", "pairs", "objective", "entropy_weight", "hflip", "feature_noise", "feature_dropout",
                 "repeats", "augment_both", "restarts")
 
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -141,44 +135,44 @@ class IICConfig:
                      "restarts"):
             v = getattr(self, name)
             check_param(OWNER, name, v, is_int(v) and v >= 1, "an int >= 1")
-        check_param(OWNER, "lamb", self.lamb, self.lamb is None or (_is_num(self.lamb) and self.lamb > 0),
+        check_param(OWNER, "lamb", self.lamb, self.lamb is None or (is_number(self.lamb) and self.lamb > 0),
                     "None or a number > 0")
         check_param(OWNER, "cnn_width", self.cnn_width, self.cnn_width is None
                     or (is_int(self.cnn_width) and self.cnn_width >= 1), "None or an int >= 1")
         check_choice(OWNER, "backbone", self.backbone, BACKBONES)
         check_choice(OWNER, "pairs", self.pairs, PAIRS)
         check_choice(OWNER, "objective", self.objective, OBJECTIVES)
-        check_param(OWNER, "entropy_weight", self.entropy_weight, _is_num(self.entropy_weight)
+        check_param(OWNER, "entropy_weight", self.entropy_weight, is_number(self.entropy_weight)
                     and self.entropy_weight >= 0, "a number >= 0")
         check_param(OWNER, "view", self.view, self.view is None or isinstance(self.view, str),
                     "None or an extractor name")
         check_param(OWNER, "image_size", self.image_size, self.image_size is None
                     or (is_int(self.image_size) and 8 <= self.image_size <= 512), "None or an int in [8, 512]")
         check_param(OWNER, "sobel", self.sobel, isinstance(self.sobel, bool), "a bool")
-        check_param(OWNER, "hflip", self.hflip, self.hflip is None or (_is_num(self.hflip) and 0 <= self.hflip <= 1),
+        check_param(OWNER, "hflip", self.hflip, self.hflip is None or (is_number(self.hflip) and 0 <= self.hflip <= 1),
                     "None or a probability in [0, 1]")
         check_param(OWNER, "augment_both", self.augment_both, self.augment_both is None
                     or isinstance(self.augment_both, bool), "None, True or False")
-        check_param(OWNER, "feature_noise", self.feature_noise, _is_num(self.feature_noise) and self.feature_noise >= 0,
+        check_param(OWNER, "feature_noise", self.feature_noise, is_number(self.feature_noise) and self.feature_noise >= 0,
                     "a number >= 0")
-        check_param(OWNER, "feature_dropout", self.feature_dropout, _is_num(self.feature_dropout)
+        check_param(OWNER, "feature_dropout", self.feature_dropout, is_number(self.feature_dropout)
                     and 0 <= self.feature_dropout < 1, "a number in [0, 1)")
         check_param(OWNER, "epochs", self.epochs, self.epochs is None or (is_int(self.epochs) and self.epochs >= 1),
                     "None or an int >= 1")
         check_param(OWNER, "batch_size", self.batch_size, self.batch_size is None
                     or (is_int(self.batch_size) and self.batch_size >= 2), "None or an int >= 2")
-        check_param(OWNER, "lr", self.lr, self.lr is None or (_is_num(self.lr) and self.lr > 0), "None or a number > 0")
-        check_param(OWNER, "ce_weight", self.ce_weight, _is_num(self.ce_weight) and self.ce_weight >= 0,
+        check_param(OWNER, "lr", self.lr, self.lr is None or (is_number(self.lr) and self.lr > 0), "None or a number > 0")
+        check_param(OWNER, "ce_weight", self.ce_weight, is_number(self.ce_weight) and self.ce_weight >= 0,
                     "a number >= 0")
-        check_param(OWNER, "calibration_fraction", self.calibration_fraction, _is_num(self.calibration_fraction)
+        check_param(OWNER, "calibration_fraction", self.calibration_fraction, is_number(self.calibration_fraction)
                     and 0 <= self.calibration_fraction < 1, "a number in [0, 1)")
         check_param(OWNER, "seed", self.seed, is_int(self.seed), "an int")
         check_param(OWNER, "warm_start", self.warm_start, isinstance(self.warm_start, bool), "a bool")
         for name in ("collapse_fraction", "min_effective_fraction"):
             v = getattr(self, name)
-            check_param(OWNER, name, v, _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
+            check_param(OWNER, name, v, is_number(v) and 0 < v <= 1, "a number in (0, 1]")
         check_param(OWNER, "time_budget_s", self.time_budget_s, self.time_budget_s is None
-                    or (_is_num(self.time_budget_s) and self.time_budget_s > 0), "None or a number > 0 (seconds)")
+                    or (is_number(self.time_budget_s) and self.time_budget_s > 0), "None or a number > 0 (seconds)")
         return self
 
     def resolved(self, n_classes: int | None = None) -> "IICConfig":

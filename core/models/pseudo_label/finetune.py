@@ -309,6 +309,21 @@ class PlateauSchedule:
             setattr(self, k, v)
 
 
+def random_windows(xp: Any, h: int, w: int, gen: Any) -> Any:
+    """One (h, w) window of each padded image of ``xp`` (b, c, H, W) at a random offset drawn from ``gen``
+    (offsets in ``[0, H - h] x [0, W - w]``), gathered at once: (b, c, h, w)."""
+    import torch
+
+    b, c, H, W = xp.shape
+    oy = torch.randint(0, H - h + 1, (b,), device=xp.device, generator=gen)
+    ox = torch.randint(0, W - w + 1, (b,), device=xp.device, generator=gen)
+    rows = (oy[:, None] + torch.arange(h, device=xp.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=xp.device))[:, None, None, :]
+    bi = torch.arange(b, device=xp.device)[:, None, None, None]
+    ci = torch.arange(c, device=xp.device)[None, :, None, None]
+    return xp[bi, ci, rows, cols]
+
+
 class BatchTransform:
     """Mini-batch of pre-decoded rows -> model input: uint8 to float in [0, 1], light augmentation in
     training (random horizontal flip and random crop of a reflect-padded image, per sample, batched),
@@ -356,14 +371,7 @@ class BatchTransform:
                 x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
             p = int(round(self.pad_fraction * min(h, w)))
             if p > 0:
-                xp = F.pad(x, (p, p, p, p), mode="reflect")
-                oy = torch.randint(0, 2 * p + 1, (b,), device=x.device, generator=gen)
-                ox = torch.randint(0, 2 * p + 1, (b,), device=x.device, generator=gen)
-                rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-                cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-                bi = torch.arange(b, device=x.device)[:, None, None, None]
-                ci = torch.arange(c, device=x.device)[None, :, None, None]
-                x = xp[bi, ci, rows, cols]
+                x = random_windows(F.pad(x, (p, p, p, p), mode="reflect"), h, w, gen)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

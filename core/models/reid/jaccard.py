@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.errors import check_choice, check_param, is_int
-from core.features.neighbours import NeighbourIndex, unit_rows
+from core.features.neighbours import NeighbourIndex, torch_knn, unit_rows
 
 OWNER = "sparse_jaccard"
 METRICS = ("cosine", "euclidean")
@@ -279,7 +279,7 @@ def jaccard_from_weights(V: sp.csr_matrix, *, max_distance: float = 1.0) -> sp.c
 
 
 def sparse_jaccard(X: np.ndarray, k1: int = 20, k2: int = 6, *, metric: Literal["cosine", "euclidean"] = "cosine",
-                   max_distance: float = 1.0) -> JaccardDistances:
+                   max_distance: float = 1.0, device: str = "cpu") -> JaccardDistances:
     """The k-reciprocal Jaccard distance of the rows of ``X`` from a faiss k-NN graph of ``k1 + 1`` rows.
 
     Parameters
@@ -295,6 +295,9 @@ def sparse_jaccard(X: np.ndarray, k1: int = 20, k2: int = 6, *, metric: Literal[
     max_distance : float
         Store the pairs with ``d_J < max_distance``; 1 (default) keeps every pair whose encodings overlap. A
         smaller value (DBSCAN's ``eps``) only saves memory for a caller that needs no farther pair.
+    device : str
+        Where the k-NN graph is searched: "cpu" = faiss (:class:`NeighbourIndex`); a CUDA device = a batched torch
+        top-k on the GPU (:func:`core.features.neighbours.torch_knn`). The sparse rows are built on the CPU.
 
     Returns
     -------
@@ -312,7 +315,10 @@ def sparse_jaccard(X: np.ndarray, k1: int = 20, k2: int = 6, *, metric: Literal[
     check_param(OWNER, "max_distance", max_distance, ok and 0.0 < float(max_distance) <= 1.0, "a float in (0, 1]")
     k1, k2 = int(k1), int(k2)
     n = X.shape[0]
-    _, rows = NeighbourIndex(X, metric=metric).search(X, min(k1 + 1, n))
+    if str(device).startswith("cuda"):
+        _, rows = torch_knn(X, min(k1 + 1, n), metric=metric, device=device)
+    else:
+        _, rows = NeighbourIndex(X, metric=metric).search(X, min(k1 + 1, n))
     rows = self_first(rows)
     if metric == "cosine":
         vectors, sq_norms = unit_rows(X), None
