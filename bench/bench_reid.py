@@ -56,7 +56,8 @@ features excluded), ``n_train``, ``n_query`` (valid queries), ``mAP``, ``rank1``
 ``n_clusters``, ``n_outliers`` (training-set pseudo-labels), ``inputs`` (pretrained: raw / centred /
 standardised), ``camera_norm`` (trained rows), ``history`` (the model's per-epoch clusters, outliers, proxies,
 steps, loss), ``links`` (counts), ``config`` (the ReidConfig as a dict, or the features' description),
-``budget_s``, ``loadavg`` ([1, 5, 15 min] before and after the run: the machine may be shared), ``threads``, ``held_out`` (the held-out identity names), ``quick``. A run that fails records ``error``.
+``budget_s``, ``loadavg`` ([1, 5, 15 min] before and after the run: the machine may be shared), ``threads``,
+``held_out`` (the held-out identity names), ``quick``. A run that fails records ``error``.
 
 ``--table`` prints markdown tables of the rows (mean ± population std over seeds): one per condition, and
 sampler x K for mAP and rank-1. ``--quick`` is a smoke run (12 identities, 2 epochs, K in {2, 16}, the

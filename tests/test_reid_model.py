@@ -130,3 +130,15 @@ def test_camera_standardisation_removes_each_cameras_shift_and_applies_to_new_ro
     assert set(m.state_dict()["camera_stats"]) == {0, 1}
     with pytest.raises(TrainingError, match="pass the cameras"):
         m.transform(X)
+
+
+def test_the_finetuned_backbone_defaults_to_one_pass_of_the_items_per_epoch():
+    from core.models.reid.model import steps_per_epoch
+
+    assert steps_per_epoch(ReidConfig(variant="finetune", batch_size=32), 656) == 20
+    assert steps_per_epoch(ReidConfig(variant="head"), 656) is None
+    assert steps_per_epoch(ReidConfig(variant="finetune", iters_per_epoch=3), 656) == 3
+    X, ids, cams = people(n_ids=6)
+    bank = build_proxies(X, ids, cams)
+    batches = epoch_batches(ReidConfig(variant="finetune", batch_size=8), ids, bank, epoch=0)
+    assert len(batches) == 6 and all(len(b) == 8 for b in batches)  # round(48 / 8)

@@ -45,7 +45,8 @@ class ReidConfig:
     feature_dropout : float         head: dropout on the cached features of a training batch (the head's only
                                     augmentation; the crops' augmentation is flip, pad-crop, random erasing)
     epochs : int                    epochs; each re-clusters the embeddings of every item first
-    iters_per_epoch : int | None    steps per epoch; None = one pass of the sampler's batches
+    iters_per_epoch : int | None    steps per epoch; None = one pass of the sampler's batches for the head, one
+                                    pass of the items (``round(n / batch_size)`` steps) for the fine-tuned backbone
     batch_size : int                items per step (32 in the seed)
     sampler : str                   "random", "pk_cluster", "pk_proxy" or "group" (:mod:`core.models.reid.samplers`)
     k : int                         items per cluster / proxy (P x K samplers) or group size N (group)
