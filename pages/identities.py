@@ -1,20 +1,18 @@
 """Identities (re-identification): a query item and its ranked matches, the other cameras' first; mark each match
 same or different with keys (S, D; N: next query, U: undo), merge two pseudo-identities, split one, name one, and
 retrain. Same / different pairs become must-links / cannot-links of the next "reid" clustering."""
-import json
 import time
 
 import streamlit as st
 
-from core.jobs import queue as jobs
-from core.labels.pairs import decisions_for, merge_identities, split_identity
+from core.labels.pairs import decisions_for
 from core.views.clusters import cluster_merges
 from core.views.identities import (OUTLIER, REID_MODEL, cluster_members, cluster_summary, identity_queue,
-                                   load_identity_run, name_identity, ranked_matches, retrain_params, run_report)
-from pages.common import item_grid, require_annotator, require_store
+                                   load_identity_run, ranked_matches, retrain_params, run_report)
+from pages.common import require_annotator, require_store
+from pages.identity_panels import identity_tabs, parameters, retrain_panel
 
 K = 10  # matches shown per query
-GALLERY = 18  # members shown per identity in the merge, split and name panels
 MARK = {"same": ":green[same ✓]", "different": ":red[different ✗]"}
 
 store = require_store()
@@ -28,50 +26,13 @@ def identity_run(project: str, run_id: int, merges: tuple):
     return load_identity_run(store, run_id)
 
 
-def retrain_panel(shown_run_id: int | None, params: dict) -> None:
-    """The Retrain button, the job's progress, and a full rerun once a newer reid run is published."""
-
-    @st.fragment(run_every=2)
-    def panel() -> None:
-        newest = store.run(model=REID_MODEL)
-        if newest is not None and newest["id"] != shown_run_id:
-            st.rerun()  # a new run: reload the whole page on it
-        job = jobs.active_job(store, "train")
-        st.button("Retrain now", type="primary", key="id-retrain", on_click=jobs.request_job,
-                  args=(store, "train", {"model": REID_MODEL, "params": params}), kwargs={"requested_by": annotator},
-                  help="re-cluster the identities in the background, with the confirmed same / different pairs "
-                       "as must-links / cannot-links")
-        if job is not None:
-            p = job["progress"] or {}
-            st.caption(f"Job {job['id']} is {job['status']}" + (f": {p.get('phase', '')}" if p else ""))
-            if p.get("total"):
-                st.progress(min(1.0, p.get("step", 0) / p["total"]))
-
-    panel()
-
-
-def parameters(default: dict) -> dict | None:
-    """The retrain's model parameters (JSON), pre-filled with those of the run shown."""
-    with st.expander("Model parameters (JSON)"):
-        raw = st.text_area("Parameters", json.dumps(default), key="id-params",
-                           help='e.g. {"variant": "head", "epochs": 5}; an unknown name is refused by the job')
-    try:
-        params = json.loads(raw or "{}")
-        if isinstance(params, dict):
-            return params
-    except ValueError:
-        pass
-    st.error(f"The parameters must be a JSON object such as {{\"epochs\": 5}}. Got {raw!r}.")
-    return None
-
-
 latest = store.run(model=REID_MODEL)
 if latest is None:
     st.info("No re-identification run yet: press Retrain now to cluster the items into pseudo-identities "
             "(the model \"reid\"; it uses each item's camera, its group, when the project has one).")
     params = parameters({})
     if params is not None:
-        retrain_panel(None, params)
+        retrain_panel(store, annotator, None, params)
     st.stop()
 
 run = identity_run(str(store.dir), latest["id"], tuple(sorted(cluster_merges(store, latest["id"]).items())))
@@ -85,7 +46,7 @@ with c[4]:
     st.caption(f"reid run {run.id} · {run.n:,} items")
     params = parameters(retrain_params(store, run))
     if params is not None:
-        retrain_panel(run.id, params)
+        retrain_panel(store, annotator, run.id, params)
 
 key = (str(store.dir), annotator, run.id)
 if state.get("id_key") != key:
@@ -205,50 +166,4 @@ if query is not None:
                 if k != pos:
                     st.button("focus", key=f"id-focus-{k}", on_click=focus, args=(k,))
 
-merge_tab, split_tab, name_tab = st.tabs(["Merge identities", "Split an identity", "Name an identity"])
-with merge_tab:
-    if len(identities) < 2:
-        st.caption("Merging needs two identities.")
-    else:
-        c1, c2 = st.columns(2)
-        a = c1.selectbox("Identity A", identities, format_func=cluster_name, key="id-merge-a")
-        b = c2.selectbox("Identity B", identities, index=1, format_func=cluster_name, key="id-merge-b")
-        shown_a, shown_b = cluster_members(run, a, limit=GALLERY), cluster_members(run, b, limit=GALLERY)
-        with c1:
-            item_grid(store, shown_a, columns=6, width=70)
-        with c2:
-            item_grid(store, shown_b, columns=6, width=70)
-        if st.button("Merge", key="id-merge", disabled=a == b, help="'same' decisions linking the shown members"):
-            merge_identities(store, shown_a, shown_b, annotator=annotator)
-            st.success(f"Recorded identities {a} and {b} as one ({len(shown_a) + len(shown_b)} items, one batch: "
-                       "Undo retracts it). Retrain now to see them merged.")
-with split_tab:
-    if not identities:
-        st.caption("No identity to split.")
-    else:
-        cl = st.selectbox("Identity", identities, format_func=cluster_name, key="id-split-cluster")
-        members = cluster_members(run, cl, limit=3 * GALLERY)
-        item_grid(store, members, columns=9, width=70)
-        off = st.multiselect("Members to split off", members, key=f"id-split-off-{cl}")
-        keep = [i for i in members if i not in set(off)]
-        if st.button("Split", key="id-split", disabled=not off or not keep,
-                     help="'same' within each part, 'different' between them"):
-            split_identity(store, keep, off, annotator=annotator)
-            st.success(f"Recorded identity {cl} as two: {len(keep)} kept, {len(off)} split off (one batch: Undo "
-                       "retracts it). Retrain now to see them apart.")
-with name_tab:
-    if not identities:
-        st.caption("No identity to name.")
-    else:
-        cl = st.selectbox("Identity", identities, format_func=cluster_name, key="id-name-cluster")
-        shown = cluster_members(run, cl, limit=GALLERY)
-        item_grid(store, shown, columns=9, width=70)
-        labels = store.labels()
-        c1, c2 = st.columns(2)
-        existing = c1.selectbox("Existing name", ["(a new name)"] + labels, key="id-name-existing")
-        new = c2.text_input("New name", key="id-name-new", disabled=existing != "(a new name)")
-        name = new.strip() if existing == "(a new name)" else existing
-        if st.button(f"Name the {len(shown)} shown items", key="id-name", disabled=not name, type="primary"):
-            n = name_identity(store, shown, name, annotator=annotator)
-            st.success(f"Recorded {n} labels '{name}' as one bulk action by {annotator}; they go through the "
-                       "consensus like any label.")
+identity_tabs(store, run, annotator, summary, cluster_name)
