@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 PROJECTS ?= projects
 DEMO ?= $(PROJECTS)/demo
 PORT ?= 8501
+# the app listens on this address only: localhost by default; HOST=0.0.0.0 serves every interface (a team server)
+HOST ?= localhost
 PYTEST_ARGS ?=
 
 .PHONY: venv demo run worker app test test-fast bench bench-quick clean-demo
@@ -26,7 +28,7 @@ demo: venv
 run: demo
 	@$(PY) -m core worker $(PROJECTS) & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	LABELTOOL_PROJECTS=$(PROJECTS) $(PY) -m streamlit run app.py --server.port $(PORT)
+	LABELTOOL_PROJECTS=$(PROJECTS) $(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 worker: venv
 	$(PY) -m core worker $(PROJECTS)

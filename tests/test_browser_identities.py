@@ -70,6 +70,7 @@ def test_confirm_a_match_with_the_keyboard_retrain_and_see_the_clusters_change(s
     try:
         page.goto(url)
         wait_home(page)
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # no developer toolbar (.streamlit/config.toml)
         set_annotator(page, "tester")
         goto_page(page, "Identities")
         page.get_by_text(f"query item {query} ").wait_for(timeout=60_000)
