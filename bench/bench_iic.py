@@ -54,7 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, record, shared_dir  # noqa: E402
+from bench.common import RESULTS, check_list, record, shared_dir  # noqa: E402
 
 OUT_NAME = "iic"
 PARTS = ("mnist", "cifar", "purity", "flickr", "failure")
@@ -458,15 +458,6 @@ def load_rows(path: Path, since: str | None = None) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ main
-def check_list(option: str, value: str, allowed: tuple[str, ...]) -> list[str]:
-    """The comma-separated names of ``value``; exits naming ``option``, the bad names and the allowed ones."""
-    names = [v for v in value.split(",") if v]
-    bad = [v for v in names if v not in allowed]
-    if bad or not names:
-        raise SystemExit(f"{option}: got {value!r}; allowed: a comma list of {', '.join(allowed)}")
-    return names
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", nargs="+", default=["cifar", "purity", "mnist", "failure", "flickr"], choices=PARTS)

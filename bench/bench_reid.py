@@ -88,7 +88,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_reid_scale import ari_outliers_apart  # noqa: E402
-from bench.common import RESULTS, record, shared_dir  # noqa: E402
+from bench.common import RESULTS, check_list, record, shared_dir  # noqa: E402
 
 OUT_NAME = "reid"
 PARTS = ("pretrained", "unsupervised", "confirmed", "samplers", "finetune")
@@ -595,15 +595,6 @@ def int_list(value: str) -> list[int]:
     return out
 
 
-def _choices(option: str, value: str, allowed: tuple[str, ...]) -> list[str]:
-    """The comma-separated names of ``value``; exits naming ``option``, the bad names and the allowed ones."""
-    names = [v for v in value.split(",") if v]
-    bad = [v for v in names if v not in allowed]
-    if bad or not names:
-        raise SystemExit(f"{option}: got {value!r}; allowed: a comma list of {', '.join(allowed)}")
-    return names
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", nargs="+", default=list(PARTS), choices=PARTS)
@@ -655,8 +646,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.data = args.data or shared_dir() / "reid_col780" / "train"
     args.data_name = args.data.parent.name if args.data.name == "train" else args.data.name
     args.cache = args.cache or default_cache(args.data)
-    args.camera_norm = [NORMS[v] for v in _choices("--camera-norm", args.camera_norm, tuple(NORMS))]
-    args.sampler_camera_norm = [NORMS[v] for v in _choices("--sampler-camera-norm", args.sampler_camera_norm,
+    args.camera_norm = [NORMS[v] for v in check_list("--camera-norm", args.camera_norm, tuple(NORMS))]
+    args.sampler_camera_norm = [NORMS[v] for v in check_list("--sampler-camera-norm", args.sampler_camera_norm,
                                                           tuple(NORMS))]
     args.done = set()
     try:

@@ -37,3 +37,12 @@ def record(bench: str, result: dict, *, out: str | None = None) -> dict:
     with open(folder / f"{out or bench}.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
+
+
+def check_list(option: str, value: str, allowed: tuple[str, ...]) -> list[str]:
+    """The comma-separated names of ``value``; exits naming ``option``, the bad names and the allowed ones."""
+    names = [v for v in value.split(",") if v]
+    bad = [v for v in names if v not in allowed]
+    if bad or not names:
+        raise SystemExit(f"{option}: got {value!r}; allowed: a comma list of {', '.join(allowed)}")
+    return names
