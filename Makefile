@@ -26,6 +26,7 @@ demo: venv
 
 # The worker runs jobs (features, "Retrain now") of every project in $(PROJECTS); it stops with the app.
 run: demo
+	@$(PY) -m core serve-check $(PROJECTS) --host $(HOST)
 	@$(PY) -m core worker $(PROJECTS) & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	LABELTOOL_PROJECTS=$(PROJECTS) $(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)

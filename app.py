@@ -1,4 +1,4 @@
-"""Entry point of the web app: the sidebar (project, annotator) and the page navigation.
+"""Entry point of the web app: the sidebar (project, sign-in) and the page navigation.
 
 Run with ``make run``: it creates the demo project when absent and starts the worker that runs jobs.
 """
@@ -16,6 +16,7 @@ nav = st.navigation([
     st.Page("pages/identities.py", title="Identities", icon=":material/person_search:"),
     st.Page("pages/consensus.py", title="Consensus", icon=":material/groups:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
 ])
 sidebar()
 nav.run()

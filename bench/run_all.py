@@ -63,6 +63,9 @@ BENCHES: dict[str, Bench] = {b.script[len("bench_"):-len(".py")]: b for b in (
     Bench("bench_features.py", ("--n", "500", "--devices", "cpu"),
           ("--n", "64", "--devices", "cpu", "--extractors", "pixels_pca,efficientnet_lite0"),
           note="feature extraction images/s through the cache path (CPU)"),
+    Bench("bench_bulk_annotate.py", ("--items", "500000", "--annotators", "2"), ("--items", "2000"),
+          note="python -m core annotate: 10^6 labels in one transaction vs one per annotator; another process's "
+               "single vote's longest wait for the write lock meanwhile"),
     Bench("bench_retrain.py", ("--sizes", "10000"), ("--sizes", "2000"),
           note="classifier retrain: grid search + refit + predict all"),
     Bench("bench_query_umap.py", ("--umap-sizes", "10000", "100000", "--wide", "--out", "{out}/query_umap.json"),

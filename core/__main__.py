@@ -7,7 +7,6 @@ already running for the project.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -28,12 +27,22 @@ def _print(obj, as_json: bool) -> None:
         print(obj)
 
 
+def _open(a):
+    """The store of ``a.project`` as the CLI opens it: writes are not role-checked (the shell user owns the
+    files) and are recorded under ``--user`` or the OS user."""
+    from core.store.project_store import Store
+
+    store = Store(a.project, origin="cli")
+    store.default_actor = getattr(a, "user", None)
+    return store
+
+
 def cmd_init(a) -> int:
     from core.io.ingest import parse_labels
     from core.store.project_store import Store
 
     store = Store.create(a.project, modality=a.modality, name=a.name, labels=parse_labels(a.labels or ""),
-                         min_votes=a.min_votes, extractor=a.extractor)
+                         min_votes=a.min_votes, extractor=a.extractor, origin="cli", by=a.user)
     _print({"project": str(store.dir), **store.settings(), "labels": store.labels()}, a.json)
     return EXIT_OK
 
@@ -42,7 +51,7 @@ def cmd_import(a) -> int:
     from core.io.ingest import import_source
     from core.store.project_store import Store
 
-    store = Store(a.project)
+    store = _open(a)
     mode = "reference" if a.reference_from_folders else "initial" if a.labels_from_folders else None
     report = import_source(store, a.source, manifest=True if a.manifest else None, labels_from_folders=mode,
                            media_root=a.media_root, annotator=a.annotator, add_labels=a.add_labels,
@@ -66,7 +75,7 @@ def cmd_features(a) -> int:
     from core.store.project_store import Store
     from core.models.training import ensure_features
 
-    store = Store(a.project)
+    store = _open(a)
     last = {"n": -1}
 
     def progress(info):
@@ -86,54 +95,16 @@ def cmd_features(a) -> int:
 
 
 def cmd_annotate(a) -> int:
-    from core.store.project_store import Store
+    from core.io.annotations_csv import import_annotations
 
-    store = Store(a.project)
-    path = Path(a.csv)
-    if not path.is_file():
-        raise ValidationError(f"The 'CSV' argument must be an existing CSV file. Got {str(path)!r}.")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    problems, by_annotator = [], {}
-    labels = set(store.labels())
-    keys = {"path", "item", "item_id", "annotator", "label"}
-    unknown = set(rows[0].keys()) - keys if rows else set()
-    if unknown:
-        problems.append({"row": 0, "problem": "unknown_column",
-                         "detail": f"unknown columns {sorted(unknown)} ignored; expected path (or item_id), annotator, label"})
-    paths = [r.get("path") or r.get("item") for r in rows if not r.get("item_id")]
-    found = store.find_items_by_path([p for p in paths if p])
-    valid_ids = set(store.item_ids().tolist())
-    for k, r in enumerate(rows, start=1):
-        who, label = (r.get("annotator") or a.annotator or "").strip(), (r.get("label") or "").strip()
-        if r.get("item_id"):
-            try:
-                item_id = int(r["item_id"])
-            except ValueError:
-                item_id = None
-            item_id = item_id if item_id in valid_ids else None
-        else:
-            item_id = found.get(r.get("path") or r.get("item") or "")
-        if item_id is None:
-            problems.append({"row": k, "problem": "unknown_item", "detail": f"no item {r.get('path') or r.get('item_id')!r}"})
-        elif not who:
-            problems.append({"row": k, "problem": "missing_annotator", "detail": "no annotator on this row (or --annotator)"})
-        elif label not in labels:
-            problems.append({"row": k, "problem": "unknown_label",
-                             "detail": f"label {label!r} is not in the label set {sorted(labels)}"})
-        else:
-            by_annotator.setdefault(who, []).append((item_id, label))
-    n = 0
-    for who, pairs in by_annotator.items():
-        n += len(store.annotate_many(pairs, annotator=who, kind=a.kind, skip_existing=True))
-    ov = store.overview()
-    out = {"annotations": n, "skipped": len([p for p in problems if p["row"]]), "problems": problems,
-           "confirmed_items": ov["confirmed_items"]}
+    store = _open(a)
+    out = import_annotations(store, a.csv, annotator=a.annotator, kind=a.kind)
     if a.json:
         print(json.dumps(out))
     else:
-        print(f"recorded {n} labels; {out['skipped']} rows skipped; {ov['confirmed_items']} items confirmed")
-        for p in problems:
+        print(f"recorded {out['annotations']} labels; {out['skipped']} rows skipped; "
+              f"{out['confirmed_items']} items confirmed")
+        for p in out["problems"]:
             print(f"  row {p['row']}: {p['problem']}: {p['detail']}", file=sys.stderr)
     return EXIT_PARTIAL if a.strict and out["skipped"] else EXIT_OK
 
@@ -156,9 +127,11 @@ def cmd_train(a) -> int:
     from core.store.project_store import Store
     from core.jobs.worker import run_job
 
-    store = Store(a.project)
+    store = _open(a)
     params = {"model": a.model, "params": _parse_params(a.param), "device": a.device, "extractor": a.extractor}
-    job_id, coalesced = jobs.request_job(store, "train", params, requested_by="cli")
+    for stale in jobs.recover_stale(store):  # a killed 'core train' or worker: no worker needs to be up for this
+        print(f"job {stale} was left running by a process that is gone: marked failed", file=sys.stderr)
+    job_id, coalesced = jobs.request_job(store, "train", params, requested_by=store.actor(None))
     if a.queue:
         _print({"job": job_id, "queued": True, "coalesced": coalesced}, a.json)
         return EXIT_OK
@@ -189,7 +162,7 @@ def cmd_evaluate(a) -> int:
     from core.evaluation.runs import evaluate_run
     from core.store.project_store import Store
 
-    _print(evaluate_run(Store(a.project), a.run), a.json)
+    _print(evaluate_run(_open(a), a.run), a.json)
     return EXIT_OK
 
 
@@ -197,7 +170,7 @@ def cmd_export(a) -> int:
     from core.io.export import export_items
     from core.store.project_store import Store
 
-    n = export_items(Store(a.project), a.out, fmt=a.format, run_id=a.run, include_reference=a.include_reference)
+    n = export_items(_open(a), a.out, fmt=a.format, run_id=a.run, include_reference=a.include_reference)
     _print({"exported": n, "out": str(a.out), "format": a.format}, a.json)
     return EXIT_OK
 
@@ -206,7 +179,7 @@ def cmd_status(a) -> int:
     from core.jobs import queue as jobs
     from core.store.project_store import Store
 
-    store = Store(a.project)
+    store = _open(a)
     out = store.overview()
     out["jobs"] = [{k: j[k] for k in ("id", "kind", "status", "progress", "message")} for j in jobs.list_jobs(store, limit=5)]
     _print(out, a.json)
@@ -216,7 +189,7 @@ def cmd_status(a) -> int:
 def cmd_consensus(a) -> int:
     from core.store.project_store import Store
 
-    store = Store(a.project)
+    store = _open(a)
     if a.min_votes is not None:
         store.set_setting("min_votes", a.min_votes)
     if a.min_confidence is not None:
@@ -232,7 +205,7 @@ def cmd_settings(a) -> int:
     from core.jobs import auto_retrain
     from core.store.project_store import Store
 
-    store = Store(a.project)
+    store = _open(a)
     if a.auto_retrain is not None:
         store.set_setting("auto_retrain", a.auto_retrain == "on")
     if a.every is not None:
@@ -245,7 +218,7 @@ def cmd_query(a) -> int:
     from core.active.queue import next_items
     from core.store.project_store import Store
 
-    store = Store(a.project)
+    store = _open(a)
     picks = next_items(store, strategy=a.strategy, n=a.n, annotator=a.annotator)
     _print({"strategy": a.strategy, "items": picks}, a.json)
     return EXIT_OK
@@ -255,7 +228,30 @@ def cmd_cancel(a) -> int:
     from core.jobs import queue as jobs
     from core.store.project_store import Store
 
-    _print({"job": a.job, "status": jobs.request_cancel(Store(a.project), a.job)}, a.json)
+    _print({"job": a.job, "status": jobs.request_cancel(_open(a), a.job)}, a.json)
+    return EXIT_OK
+
+
+def cmd_backup(a) -> int:
+    from core.store.backup import backup_project
+
+    out = backup_project(a.project, a.out)
+    store = _open(a)
+    with store.transaction() as conn:  # the backup itself writes nothing to the project; the log says it was taken
+        store.audit(conn, store.actor(None), "backup", out=str(out.get("path")), bytes=out.get("bytes"))
+    _print(out, a.json)
+    return EXIT_OK
+
+
+def cmd_restore(a) -> int:
+    from core.store.backup import restore_project
+
+    out = restore_project(a.backup, a.project, force=a.force)
+    store = _open(a)
+    with store.transaction() as conn:
+        store.audit(conn, store.actor(None), "restore", backup=str(Path(a.backup).resolve()),
+                    replaced=out.get("replaced"))
+    _print(out, a.json)
     return EXIT_OK
 
 
@@ -266,10 +262,45 @@ def cmd_worker(a) -> int:
 
 
 def cmd_demo(a) -> int:
+    from core.auth.setup import ACCOUNTS_FILE, create_demo_accounts
     from core.io.demo import create_demo
 
     store, created = create_demo(a.project)
-    _print({"project": str(store.dir), "created": created, "items": store.item_count()}, a.json)
+    store = _open(a)
+    out = Path(a.accounts_file) if a.accounts_file else store.dir.parent / ACCOUNTS_FILE
+    made = None if a.no_accounts else create_demo_accounts(store, out)
+    _print({"project": str(store.dir), "created": created, "items": store.item_count(),
+            "accounts": "created" if made else ("none" if a.no_accounts else "kept")}, a.json)
+    if made and not a.json:  # printed once; the file keeps them for the newcomer (mode 0600, never committed)
+        print(f"\nDemo accounts (also in {out}, readable only by you):")
+        for name, password in made.items():
+            print(f"  {name:12s} {store.role_of(name):10s} password: {password}")
+        print()
+    elif not a.no_accounts and not a.json:
+        print(f"sign in with the demo accounts in {out}" if out.is_file() else
+              "the demo project has accounts; an admin adds more with 'python -m core users add'")
+    return EXIT_OK
+
+
+def cmd_users(a) -> int:
+    from core.cli_users import cmd_users as run
+
+    _print(run(a, _open(a)), a.json)
+    return EXIT_OK
+
+
+def cmd_serve_check(a) -> int:
+    from core.auth.setup import serving_problem
+    from core.jobs.worker import scan_projects
+    from core.store.project_store import Store
+
+    healthy, broken = scan_projects(Path(a.path))
+    for path, why in broken:
+        print(f"warning: the project {path} cannot be opened and is not served: {why}", file=sys.stderr)
+    problem = serving_problem([Store(p, origin="cli") for p in healthy], a.host)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -289,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(func=func)
         sp.add_argument("--json", action="store_true", help="print one JSON object")
+        sp.add_argument("--user", help="who this command's writes are recorded under in the audit log "
+                        "(default: the OS user)")
         return sp
 
     sp = cmd("init", cmd_init, "create a project folder")
@@ -372,13 +405,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("project")
     sp.add_argument("job", type=int)
 
+    sp = cmd("backup", cmd_backup, "copy a project to a new folder while annotators keep working "
+             "(SQLite online backup, then its files; integrity-checked)")
+    sp.add_argument("project")
+    sp.add_argument("out", help="a new or empty folder outside the project")
+
+    sp = cmd("restore", cmd_restore, "make a backup folder a project again (checked before anything is replaced)")
+    sp.add_argument("backup")
+    sp.add_argument("project", help="a new or empty folder, or with --force an existing project")
+    sp.add_argument("--force", action="store_true", help="replace an existing project; it is moved aside to "
+                    "PROJECT.replaced-<timestamp> (stop the app and the worker serving it first)")
+
     sp = cmd("worker", cmd_worker, "run jobs of a project, or of every project in a folder")
     sp.add_argument("path", nargs="?", default="projects")
 
-    sp = cmd("demo", cmd_demo, "create the demo project (MNIST digits) if absent")
+    sp = cmd("demo", cmd_demo, "create the demo project (MNIST digits) and its demo accounts if absent")
     sp.add_argument("project", nargs="?", default="projects/demo")
+    sp.add_argument("--accounts-file", help="where the demo accounts' passwords go (default: "
+                    "<projects>/demo-accounts.txt, mode 0600)")
+    sp.add_argument("--no-accounts", action="store_true", help="create no accounts")
 
     cmd("extractors", cmd_extractors, "list the feature extractors")
+
+    from core.cli_users import add_parser as add_users_parser
+
+    add_users_parser(sub, lambda name, _f, help_: cmd(name, cmd_users, help_))
+    sp = cmd("serve-check", cmd_serve_check, "exit 1 with the reason when the app must not serve HOST "
+             "(beyond localhost every project needs an admin account)")
+    sp.add_argument("path", nargs="?", default="projects")
+    sp.add_argument("--host", default="localhost")
     return p
 
 

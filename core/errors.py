@@ -75,3 +75,7 @@ def check_choice(owner: str, name: str, value: Any, choices: Iterable[Any]) -> N
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
         raise ValidationError(f"The {name!r} parameter of {owner} must be one of {listed}. Got {value!r}.")
+
+
+class PermissionDenied(LabelToolError):
+    """The signed-in user's role in the project does not allow the action (see :mod:`core.auth.roles`)."""

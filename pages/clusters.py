@@ -7,7 +7,9 @@ import plotly.express as px
 from core.models import LABEL_FREE
 from core.views.clusters import (cluster_label_confusion, cluster_levels, cluster_members, cluster_summary,
                                  label_cluster, merge_clusters)
-from pages.common import item_grid, require_store, run_picker
+from core.views.text import html_literal_axes, md_literal
+from pages.auth import can
+from pages.common import current_user, item_grid, require_store, run_picker
 
 LEVEL_NAMES = {"main": "main", "over": "overclustering"}
 
@@ -34,7 +36,7 @@ if collapse.get("collapsed"):
 if not conf["table"].empty and conf["table"].to_numpy().sum() > 0:
     with st.expander(f"Clusters against confirmed labels ({'the model' if conf['source'] == 'model' else 'Hungarian'}"
                      " mapping)", expanded=run["model"] in LABEL_FREE):
-        fig = px.imshow(conf["table"], text_auto=True, aspect="auto", color_continuous_scale="Blues")
+        fig = px.imshow(html_literal_axes(conf["table"]), text_auto=True, aspect="auto", color_continuous_scale="Blues")
         fig.update_layout(height=max(260, 28 * len(conf["table"])), margin={"t": 10})
         st.plotly_chart(fig, width="stretch")
         st.dataframe([{"cluster": c, "mapped label": lab} for c, lab in sorted(conf["mapping"].items())],
@@ -47,19 +49,22 @@ clusters = summary["cluster"].tolist()
 cluster = st.selectbox("Open overcluster" if level == "over" else "Open cluster", clusters,
                        format_func=lambda c: "outliers (-1)" if c == -1 else str(c))  # -1: a reid run's outliers
 item_grid(store, cluster_members(store, run["id"], cluster, limit=18, level=level))
-annotator = st.session_state.get("annotator", "")
+annotator = current_user()
+reviewer = can(store, "bulk_label")
+if not reviewer:
+    st.caption("Labelling or merging whole clusters needs the reviewer role.")
 c1, c2 = st.columns(2)
 with c1:
     label = st.selectbox("Label this cluster as", store.labels())
-    if st.button("Label unconfirmed members", disabled=not annotator, type="primary"):
+    if st.button("Label unconfirmed members", disabled=not reviewer, type="primary"):
         n = label_cluster(store, run["id"], cluster, label, annotator=annotator, level=level)
-        st.success(f"Recorded {n} labels as one bulk action by {annotator}.")
+        st.success(f"Recorded {n} labels as one bulk action by {md_literal(annotator)}.")
 with c2:
     if level == "over":
         st.info("Merging works on the main level only: switch the level to main to merge clusters.")
     else:
         to_merge = st.multiselect("Merge clusters", clusters)
-        if st.button("Merge", disabled=len(to_merge) < 2):
-            target = merge_clusters(store, run["id"], to_merge, merged_by=annotator or None)
+        if st.button("Merge", disabled=len(to_merge) < 2 or not reviewer):
+            target = merge_clusters(store, run["id"], to_merge, merged_by=annotator)
             st.success(f"Merged {to_merge} into cluster {target}.")
             st.rerun()

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.auth.roles import PERMISSIONS
 from core.store.project_store import Store
-from core.jobs.worker import discover_projects
+from core.jobs.worker import scan_projects
+from core.views.text import clip, md_literal
+from pages.auth import account_panel, can, signed_in_user
 
 
 def projects_root() -> Path:
@@ -16,15 +19,19 @@ def projects_root() -> Path:
 
 @st.cache_resource
 def open_store(path: str) -> Store:
-    """One Store per project for the server process (its connections are per thread)."""
-    return Store(path)
+    """One Store per project for the server process (its connections are per thread); its writes are
+    checked against the project's accounts and roles."""
+    return Store(path, origin="app")
 
 
 def sidebar() -> None:
-    """Project picker and the annotator's name (asked once, kept for the session)."""
+    """Project picker and the account box (sign-in, who is signed in)."""
     with st.sidebar:
         # absolute paths on both sides: a store's dir is resolved, the projects root may be relative
-        projects = [str(p.resolve()) for p in discover_projects(projects_root())]
+        healthy, broken = scan_projects(projects_root())
+        projects = [str(p.resolve()) for p in healthy]
+        for path, why in broken:  # one bad project folder must not stop the others
+            st.warning(f"Project {md_literal(path.name)} cannot be opened: {md_literal(why)}")
         if projects:
             current = st.session_state.get("project")
             current = str(Path(current).resolve()) if current else None
@@ -34,9 +41,9 @@ def sidebar() -> None:
         else:
             st.session_state.pop("project", None)
             st.info(f"No project in {projects_root()}/ yet: create one on Home.")
-        name = st.text_input("Your name", value=st.session_state.get("annotator", ""),
-                             placeholder="who is labelling?", help="every vote is recorded under this name")
-        st.session_state["annotator"] = name.strip()
+        store = current_store()
+        if store is not None:
+            account_panel(store)
 
 
 def current_store() -> Store | None:
@@ -45,19 +52,33 @@ def current_store() -> Store | None:
 
 
 def require_store() -> Store:
+    """The current project's store, once someone is signed in to it (nothing of a project shows before)."""
     store = current_store()
     if store is None:
         st.warning("Pick or create a project on the Home page first.")
+        st.stop()
+    if signed_in_user(store) is None:
+        st.warning("Sign in in the sidebar first.")
         st.stop()
     return store
 
 
 def require_annotator() -> str:
-    name = st.session_state.get("annotator", "")
+    """The account signed in to the current project; stops the page with a prompt to sign in otherwise."""
+    store = current_store()
+    name = None if store is None else signed_in_user(store)
     if not name:
-        st.warning("Enter your name in the sidebar first: every label is recorded under it.")
+        st.warning("Sign in in the sidebar first: every label is recorded under your account.")
         st.stop()
     return name
+
+
+def require_permission(store: Store, permission: str, what: str) -> None:
+    """Stop the page with the reason when the signed-in user's role lacks ``permission`` (``what`` says what
+    they tried to reach, e.g. "the Admin page")."""
+    if not can(store, permission):
+        st.info(f"{what} needs the {PERMISSIONS[permission]} role; ask an admin of the project.")
+        st.stop()
 
 
 def show_item(item, *, width: int = 320) -> None:
@@ -68,7 +89,7 @@ def show_item(item, *, width: int = 320) -> None:
         st.audio(str(item.path))
         show_spectrogram(str(item.path))
     if item.text:
-        st.markdown(f"> {item.text}")
+        st.text(item.text)  # as written: no Markdown or HTML (the text comes from files and people)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -91,20 +112,24 @@ def show_spectrogram(path: str) -> None:
 
 
 def item_grid(store: Store, item_ids: list[int], *, columns: int = 6, width: int = 110, captions: dict | None = None) -> None:
-    """A grid of thumbnails (or text snippets) for a few items."""
+    """A grid of thumbnails (or text snippets) for a few items; ``captions`` (item id -> plain text) shown as
+    typed, like the items' text."""
     if not item_ids:
         st.caption("No items.")
         return
     cols = st.columns(columns)
     for k, item in enumerate(store.items(item_ids)):
         with cols[k % columns]:
-            if item.path is not None and item.modality in ("image", "image+text"):
+            if item.path is not None and not item.path.is_file():
+                st.caption(f"media file missing: {md_literal(item.path.name)}")
+            elif item.path is not None and item.modality in ("image", "image+text"):
                 st.image(str(item.path), width=width)
             elif item.path is not None and item.modality == "audio":
                 st.audio(str(item.path))
             if item.text:
-                st.caption(item.text[:80])
-            st.caption(f"#{item.id}" + (f" · {captions[item.id]}" if captions and item.id in captions else ""))
+                st.caption(md_literal(clip(item.text, 80)))
+            note = captions.get(item.id) if captions else None
+            st.caption(f"#{item.id}" + (f" · {md_literal(note)}" if note is not None else ""))
 
 
 def run_picker(store: Store, *, key: str = "run") -> dict | None:
@@ -115,3 +140,9 @@ def run_picker(store: Store, *, key: str = "run") -> dict | None:
         return None
     return st.selectbox("Model run", runs, key=key,
                         format_func=lambda r: f"run {r['id']} · {r['model']} · {r['n_labelled']} labels")
+
+
+def current_user() -> str | None:
+    """The account signed in to the current project, or None (pages that show things without signing in)."""
+    store = current_store()
+    return None if store is None else signed_in_user(store)

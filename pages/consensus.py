@@ -7,6 +7,8 @@ import streamlit as st
 
 from core.labels import engine as consensus_engine
 from core.views.consensus import adjudicate, agreement_report, consensus_apply, disagreements
+from core.views.text import html_literal_axes, md_literal
+from pages.auth import can
 from pages.common import require_annotator, require_store, show_item
 
 store = require_store()
@@ -31,9 +33,12 @@ with st.expander(f"Consensus method: {METHODS[cfg['method']]}", expanded=False):
                                cfg["min_confidence"], 0.01)
         weighted = c[2].checkbox("Training weighs items by consensus confidence",
                                  bool(store.settings().get("weight_by_confidence", False)))
-        if st.form_submit_button("Apply and re-estimate"):
+        admin = can(store, "settings")
+        if not admin:
+            st.caption("Only an admin changes the consensus method.")
+        if st.form_submit_button("Apply and re-estimate", disabled=not admin):
             consensus_apply(store, method=method, min_votes=int(min_votes), min_confidence=float(min_conf),
-                            weight_by_confidence=weighted)
+                            weight_by_confidence=weighted, by=reviewer)
             st.rerun()
     fit = consensus_engine.fit_report(store)
     if fit is not None:
@@ -51,8 +56,8 @@ c[1].metric("Fleiss' kappa", fmt(report["fleiss_kappa"]))
 c[2].metric("Krippendorff's alpha (nominal)", fmt(report["krippendorff_alpha"]))
 with st.expander("Annotators: pairwise agreement, accuracy against consensus, speed", expanded=False):
     if len(report["annotator_names"]) >= 2:
-        fig = px.imshow(report["cohen"], text_auto=".2f", zmin=-1, zmax=1, color_continuous_scale="RdBu",
-                        labels={"color": "Cohen's kappa"})
+        fig = px.imshow(html_literal_axes(report["cohen"]), text_auto=".2f", zmin=-1, zmax=1,  # names as ticks
+                        color_continuous_scale="RdBu", labels={"color": "Cohen's kappa"})
         fig.update_layout(height=320, margin={"t": 10})
         st.plotly_chart(fig, width="stretch")
     st.dataframe(report["annotators"], hide_index=True, width="stretch")
@@ -63,6 +68,9 @@ if not rows:
     st.success("No disagreement among annotators.")
     st.stop()
 labels = store.labels()
+may_adjudicate = can(store, "adjudicate")
+if not may_adjudicate:
+    st.caption("Adjudication needs the reviewer role: you see the disputes, a reviewer decides them.")
 for row in rows[:20]:
     item = store.item(row["item_id"])
     with st.container(border=True):
@@ -72,10 +80,10 @@ for row in rows[:20]:
         with mid:
             st.write(f"**item {item.id}** · agreement {row['agreement']:.0%} · {row['n_votes']} votes · "
                      f"model uncertainty {row['model_uncertainty']:.2f}")
-            st.write(", ".join(f"{a}: **{lab}**" for a, lab in row["votes"]))
+            st.write(", ".join(f"{md_literal(a)}: **{md_literal(lab)}**" for a, lab in row["votes"]))
         with right:
             leading = labels.index(row["label"]) if row.get("label") in labels else 0
             choice = st.selectbox("Decision", labels, index=leading, key=f"adj-{item.id}")
-            if st.button("Adjudicate", key=f"adj-btn-{item.id}"):
+            if st.button("Adjudicate", key=f"adj-btn-{item.id}", disabled=not may_adjudicate):
                 adjudicate(store, item.id, choice, reviewer=reviewer)
                 st.rerun()

@@ -5,7 +5,9 @@ import streamlit as st
 
 from core.views.map import COLOR_BY, NO_LABEL, map_frame, map_version
 from core.views.selection import selected_item_ids, trace_item_ids
-from pages.common import item_grid, require_store, run_picker
+from core.views.text import html_literal_columns, md_literal
+from pages.auth import can
+from pages.common import current_user, item_grid, require_store, run_picker
 
 store = require_store()
 st.title("Embeddings")
@@ -17,7 +19,8 @@ color_by = st.radio("Colour by", COLOR_BY, horizontal=True)
 
 @st.cache_data(max_entries=8, show_spinner="Loading the map...")
 def load(project: str, run_id: int, color_by: str, version: tuple):
-    return map_frame(store, run_id, color_by=color_by)
+    # file names, captions and labels as plotly text: escaped, so that no <b>, <a href> or entity takes effect
+    return html_literal_columns(map_frame(store, run_id, color_by=color_by), ["hover", "color"])
 
 
 version = map_version(store, run["id"])  # votes, undos, consensus rewrites and merges change the colours
@@ -44,14 +47,15 @@ st.caption(f"{len(df):,} items on the map · {len(selected):,} selected")
 
 if selected:
     item_grid(store, selected[:12])
-    annotator = st.session_state.get("annotator", "")
+    annotator = current_user()
+    bulk = can(store, "bulk_label")
     labels = store.labels()
     c1, c2 = st.columns([2, 1])
     label = c1.selectbox("Label for the selection", labels)
-    if c2.button(f"Label {len(selected)} items", type="primary", disabled=not annotator,
-                 help=None if annotator else "enter your name in the sidebar first"):
+    if c2.button(f"Label {len(selected)} items", type="primary", disabled=not bulk,
+                 help=None if bulk else "labelling a selection in one action needs the reviewer role"):
         n = len(store.annotate_many([(i, label) for i in selected], annotator=annotator, kind="bulk"))
-        st.success(f"Recorded {n} labels '{label}' as one bulk action by {annotator}.")
-if st.session_state.get("annotator") and st.button("Undo my last action"):
-    undone = store.undo_last(st.session_state["annotator"])
+        st.success(f"Recorded {n} labels '{md_literal(label)}' as one bulk action by {md_literal(annotator)}.")
+if st.button("Undo my last action"):
+    undone = store.undo_last(current_user())
     st.info(f"Undid {len(undone)} label(s).")

@@ -10,54 +10,73 @@ from core.jobs import auto_retrain
 from core.jobs import queue as jobs
 from core.errors import LabelToolError
 from core.views.consensus import confirmed_rule
+from core.views.text import md_literal
+from core.auth.setup import create_project_as
 from core.io.ingest import parse_labels, request_import
-from core.store.project_store import Store
-from pages.common import current_store, projects_root
+from core.io.media_roots import media_roots
+from core.io.project_names import project_path
+from pages.auth import can
+from pages.common import current_store, current_user, projects_root
 
 st.title("Labelling studio")
 store = current_store()
-
-with st.expander("Create a project", expanded=store is None):
-    with st.form("create"):
-        name = st.text_input("Folder name (inside the projects folder)")
-        modality = st.selectbox("Modality", ["image", "audio", "text", "image+text"])
-        labels = st.text_input("Labels (comma-separated; or leave empty to take them from the first import)")
-        min_votes = st.number_input("Agreeing votes that confirm an item", 1, 10, 2)
-        if st.form_submit_button("Create") and name:
-            try:
-                new = Store.create(projects_root() / name, modality=modality, labels=parse_labels(labels),
-                                   min_votes=int(min_votes))
-                st.session_state["project"] = str(new.dir)
-                st.rerun()
-            except LabelToolError as exc:
-                st.error(str(exc))
+user = current_user()
 
 if store is None:
+    st.info("No project yet. Create the first one from the shell, with its first admin account:\n\n"
+            "`python -m core init projects/NAME --modality image` then "
+            "`python -m core users add projects/NAME YOUR_NAME --role admin`. "
+            "(`make run` creates the demo project and its accounts.)")
+    st.stop()
+if user is None:
+    st.info("Sign in in the sidebar to label, import and see the project's overview.")
     st.stop()
 
-with st.expander("Import items"):
-    with st.form("import"):
-        source = st.text_input("Folder or manifest (CSV / JSONL) path on the server")
-        mode = st.radio("Class sub-folders become", ["nothing", "reference labels (evaluation only)",
-                                                     "initial labels"], horizontal=True)
-        annotator = st.text_input("Record imported labels under", value="import")
-        if st.form_submit_button("Import") and source:
-            label_mode = {"nothing": None, "initial labels": "initial"}.get(mode, "reference")
-            try:
-                job_id, _ = request_import(store, source, labels_from_folders=label_mode, annotator=annotator,
-                                           requested_by=st.session_state.get("annotator") or None)
-                st.session_state["import_job"] = {"project": str(store.dir), "id": job_id}
-            except LabelToolError as exc:
-                st.error(str(exc))
+if can(store, "create_project"):
+    with st.expander("Create a project"):
+        with st.form("create"):
+            name = st.text_input("Folder name (inside the projects folder)")
+            modality = st.selectbox("Modality", ["image", "audio", "text", "image+text"])
+            labels = st.text_input("Labels (comma-separated; or leave empty to take them from the first import)")
+            min_votes = st.number_input("Agreeing votes that confirm an item", 1, 10, 2)
+            st.caption("You become its admin, with the same password.")
+            if st.form_submit_button("Create") and name:
+                try:
+                    new = create_project_as(store, user, project_path(projects_root(), name), modality=modality,
+                                            labels=parse_labels(labels), min_votes=int(min_votes))
+                    st.session_state["project"] = str(new.dir)
+                    st.session_state.setdefault("signed_in", {})[str(new.dir)] = user
+                    st.rerun()
+                except LabelToolError as exc:
+                    st.error(md_literal(exc))  # it quotes the name typed
 
-with st.expander("Automatic retraining"), st.form("auto-retrain"):
-    on, every = auto_retrain.read_settings(store.settings())
-    on = st.toggle("Queue a light retrain while annotators work", value=on, key="auto-retrain-on")
-    every = st.number_input("after every N newly confirmed labels", 1, 100_000, every, key="auto-retrain-every")
-    if st.form_submit_button("Save"):
-        store.set_setting("auto_retrain", bool(on))
-        store.set_setting("auto_retrain_every", int(every))
-        st.success("Saved: the worker applies it on its next pass.")
+if can(store, "import"):
+    with st.expander("Import items"):
+        with st.form("import"):
+            source = st.text_input("Folder or manifest (CSV / JSONL) path on the server",
+                                   help="below the media roots: " + ", ".join(str(r) for r in media_roots())
+                                   + " (set LABELTOOL_MEDIA_ROOTS to change them)")
+            mode = st.radio("Class sub-folders become", ["nothing", "reference labels (evaluation only)",
+                                                         "initial labels"], horizontal=True)
+            annotator = st.text_input("Record imported labels under", value="import")
+            if st.form_submit_button("Import") and source:
+                label_mode = {"nothing": None, "initial labels": "initial"}.get(mode, "reference")
+                try:
+                    job_id, _ = request_import(store, source, labels_from_folders=label_mode, annotator=annotator,
+                                               requested_by=user, confine_to=media_roots())
+                    st.session_state["import_job"] = {"project": str(store.dir), "id": job_id}
+                except LabelToolError as exc:
+                    st.error(md_literal(exc))  # it quotes the path typed
+
+if can(store, "settings"):
+    with st.expander("Automatic retraining"), st.form("auto-retrain"):
+        on, every = auto_retrain.read_settings(store.settings())
+        on = st.toggle("Queue a light retrain while annotators work", value=on, key="auto-retrain-on")
+        every = st.number_input("after every N newly confirmed labels", 1, 100_000, every, key="auto-retrain-every")
+        if st.form_submit_button("Save"):
+            store.set_setting("auto_retrain", bool(on), by=user)
+            store.set_setting("auto_retrain_every", int(every), by=user)
+            st.success("Saved: the worker applies it on its next pass.")
 
 
 @st.fragment(run_every=1)
@@ -77,14 +96,14 @@ def import_panel() -> None:
             st.progress(min(1.0, p.get("step", 0) / p["total"]), text=f"{p.get('step', 0)}/{p['total']} files"
                         + (f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") else ""))
         st.button("Cancel import", key=f"cancel-import-{job['id']}", on_click=jobs.request_cancel,
-                  args=(store, job["id"]))
+                  args=(store, job["id"]), kwargs={"by": user}, disabled=not can(store, "cancel_job"))
     elif job["status"] == "done":
-        st.success(job["message"])
+        st.success(md_literal(job["message"]))  # a job message may quote paths and names
         problems = (p.get("report") or {}).get("problems")
         if problems:
             st.dataframe(pd.DataFrame(problems), hide_index=True, width="stretch")
     else:
-        st.error(f"Import job {job['id']} {job['status']}: {job['message']}")
+        st.error(f"Import job {job['id']} {job['status']}: {md_literal(job['message'])}")
 
 
 import_panel()

@@ -9,6 +9,7 @@ from core.labels.pairs import decisions_for
 from core.views.clusters import cluster_merges
 from core.views.identities import (OUTLIER, REID_MODEL, cluster_members, cluster_summary, identity_queue,
                                    load_identity_run, ranked_matches, retrain_params, run_report)
+from core.views.text import md_literal
 from pages.common import require_annotator, require_store
 from pages.identity_panels import identity_tabs, parameters, retrain_panel
 
@@ -134,7 +135,7 @@ if query is not None:
         if item.path is not None and item.modality in ("image", "image+text"):
             st.image(str(item.path), width=140)
         cam = run.cameras[q_row]
-        st.caption(f"query item {query} · camera {cam if cam is not None else '-'} · "
+        st.caption(f"query item {query} · camera {md_literal(cam) if cam is not None else '-'} · "
                    + ("outlier" if run.clusters[q_row] == OUTLIER else f"identity {run.clusters[q_row]}")
                    + f" · confidence {run.confidence[q_row]:.2f}")
         ids = tuple(m.item_id for m in matches)
@@ -158,7 +159,8 @@ if query is not None:
                 it = items[m.item_id]
                 if it.path is not None and it.modality in ("image", "image+text"):
                     st.image(str(it.path), width=110)
-                where = "same camera" if m.same_camera else f"camera {m.camera if m.camera is not None else '-'}"
+                where = ("same camera" if m.same_camera  # a camera is an item's group, named by its files
+                         else f"camera {md_literal(m.camera) if m.camera is not None else '-'}")
                 mark = MARK.get(decided.get(m.item_id), "")
                 ident = "outlier" if m.cluster == OUTLIER else f"identity {m.cluster}"
                 st.markdown(("**▶ focused** · " if k == pos else "") + f"#{m.item_id} · {where} · {m.score:.2f} · "

@@ -7,7 +7,9 @@ import streamlit as st
 
 from core.jobs import queue as jobs
 from core.labels.pairs import merge_identities, split_identity
+from pages.auth import can
 from core.views.identities import OUTLIER, REID_MODEL, cluster_members, name_identity
+from core.views.text import md_literal
 from pages.common import item_grid
 
 GALLERY = 18  # members shown per identity in the merge, split and name panels
@@ -23,6 +25,7 @@ def retrain_panel(store, annotator: str, shown_run_id: int | None, params: dict)
             st.rerun()  # a new run: reload the whole page on it
         job = jobs.active_job(store, "train")
         st.button("Retrain now", type="primary", key="id-retrain", on_click=jobs.request_job,
+                  disabled=not can(store, "retrain"),
                   args=(store, "train", {"model": REID_MODEL, "params": params}), kwargs={"requested_by": annotator},
                   help="re-cluster the identities in the background, with the confirmed same / different pairs "
                        "as must-links / cannot-links")
@@ -46,12 +49,15 @@ def parameters(default: dict) -> dict | None:
             return params
     except ValueError:
         pass
-    st.error(f"The parameters must be a JSON object such as {{\"epochs\": 5}}. Got {raw!r}.")
+    st.error(f"The parameters must be a JSON object such as {{\"epochs\": 5}}. Got {md_literal(repr(raw))}.")
     return None
 
 
 def identity_tabs(store, run, annotator: str, summary: list, cluster_name: Callable[[int], str]) -> None:
     """Merge two identities, split one, name one: each a batch of core writes by ``annotator``."""
+    if not can(store, "merge_identities"):
+        st.caption("Merging, splitting and naming identities needs the reviewer role.")
+        return
     identities = [r.cluster for r in summary if r.cluster != OUTLIER]
     merge_tab, split_tab, name_tab = st.tabs(["Merge identities", "Split an identity", "Name an identity"])
     with merge_tab:
@@ -98,5 +104,5 @@ def identity_tabs(store, run, annotator: str, summary: list, cluster_name: Calla
             name = new.strip() if existing == "(a new name)" else existing
             if st.button(f"Name the {len(shown)} shown items", key="id-name", disabled=not name, type="primary"):
                 n = name_identity(store, shown, name, annotator=annotator)
-                st.success(f"Recorded {n} labels '{name}' as one bulk action by {annotator}; they go through the "
-                           "consensus like any label.")
+                st.success(f"Recorded {n} labels '{md_literal(name)}' as one bulk action by {md_literal(annotator)}; "
+                           "they go through the consensus like any label.")

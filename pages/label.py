@@ -5,12 +5,15 @@ Other annotators' votes on an item stay hidden until you have voted on it (shown
 import time
 
 import streamlit as st
+from streamlit.runtime.media_file_storage import MediaFileStorageError
 
 from core.active import strategies as active
 from core.active.queue import next_items, shortcut_keys
 from core.features.project import features_signature
 from core.views.similar import item_index, label_similar, more_like_this
 from core.views.suggestions import item_suggestion, suggestion_source
+from core.views.text import md_literal
+from pages.auth import can
 from pages.common import item_grid, require_annotator, require_store, show_item
 
 store = require_store()
@@ -63,7 +66,8 @@ def skip(item_id: int) -> None:
 def label_near(item_ids: list[int], label: str) -> None:
     done = label_similar(store, item_ids, label, annotator=annotator)
     state["queue"] = [q for q in state["queue"] if q["item_id"] not in set(done)]
-    state["undo_msg"] = f"Labelled {len(done)} similar item(s) '{label}' in one action; Undo last undoes it."
+    state["undo_msg"] = (f"Labelled {len(done)} similar item(s) '{md_literal(label)}' in one action; "
+                         "Undo last undoes it.")
 
 
 @st.cache_resource(max_entries=2, show_spinner="Indexing the features...")
@@ -78,6 +82,20 @@ def undo() -> None:
     state.pop("last", None)
 
 
+def show_current(item) -> bool:
+    # a missing or unreadable media file must not stop the page: say which file, keep Skip and Undo usable
+    problem = "is missing" if item.path is not None and not item.path.is_file() else None
+    if problem is None:
+        try:
+            show_item(item, width=360)
+            return True
+        except (MediaFileStorageError, OSError) as exc:
+            problem = f"cannot be read ({exc})"
+    st.error(f"The media file of item {item.id} {md_literal(problem)}: {md_literal(item.path)}. Press Skip to "
+             "move on (Undo still works); an admin can put the file back or import it again.")
+    return False
+
+
 refill()
 if not state["queue"]:
     st.success("Nothing left to label with this strategy. Retrain, or pick another strategy.")
@@ -87,14 +105,14 @@ item = store.item(current["item_id"])
 
 left, right = st.columns([3, 2])
 with left:
-    show_item(item, width=360)
-    st.caption(f"item {item.id} · {item.uri}")
+    shown = show_current(item)
+    st.caption(f"item {item.id} · {md_literal(item.uri)}")
     for note in state.get("queue_notes", []):
         st.caption(f":material/info: {note}")
 with right:
     hint = item_suggestion(store, item.id)  # a class, or "cluster N" for a run trained without labels
     if hint is not None:
-        st.metric(hint["title"], hint["text"], f"confidence {hint['confidence'] or 0:.0%}",
+        st.metric(hint["title"], md_literal(hint["text"]), f"confidence {hint['confidence'] or 0:.0%}",
                   delta_color="off", delta_arrow="off")
     else:
         st.caption("No model suggestion yet.")
@@ -104,8 +122,9 @@ with right:
     keys = shortcut_keys(labels)
     cols = st.columns(min(len(labels), 5))
     for k, lab in enumerate(labels):
-        cols[k % len(cols)].button(lab, key=f"lab-{lab}", shortcut=keys.get(lab),
-                                   on_click=record, args=(item.id, lab), width="stretch", type="primary")
+        cols[k % len(cols)].button(md_literal(lab), key=f"lab-{lab}", shortcut=keys.get(lab),
+                                   on_click=record, args=(item.id, lab), width="stretch", type="primary",
+                                   disabled=not shown)
     c1, c2 = st.columns(2)
     c1.button("Skip", shortcut="Right", on_click=skip, args=(item.id,), width="stretch")
     c2.button("Undo last", shortcut="Backspace", on_click=undo, width="stretch")
@@ -114,8 +133,8 @@ with right:
 
 if state.get("last"):
     votes = store.active_votes([state["last"]])
-    mine = [v["label"] for v in votes if v["annotator"] == annotator]
-    others = [f"{v['annotator']}: {v['label']}" for v in votes if v["annotator"] != annotator]
+    mine = [md_literal(v["label"]) for v in votes if v["annotator"] == annotator]
+    others = [f"{md_literal(v['annotator'])}: {md_literal(v['label'])}" for v in votes if v["annotator"] != annotator]
     with st.expander("Your last label", expanded=False):
         st.write(f"item {state['last']}: you said **{mine[-1] if mine else '-'}**; "
                  f"others: {', '.join(others) if others else 'none yet'}")
@@ -133,5 +152,7 @@ if st.toggle("More like this", key="more-like-this", help="this item's nearest n
         pick = c1.multiselect("Items to label", ids, default=[i for i, m in zip(ids, near["mine"]) if m is None],
                               key=f"near-pick-{item.id}")
         as_label = c2.selectbox("as", labels, key="near-label")
+        bulk = can(store, "bulk_label")
         c3.button(f"Label {len(pick)} similar", key="near-go", on_click=label_near, args=(pick, as_label),
-                  disabled=not pick, type="primary")
+                  disabled=not pick or not bulk, type="primary",
+                  help=None if bulk else "labelling many items in one action needs the reviewer role")

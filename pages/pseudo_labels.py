@@ -7,7 +7,9 @@ import streamlit as st
 
 from core.views.pseudo_labels import (accept_pseudo_labels, accept_refusal, candidates, pseudo_label_rounds,
                                       pseudo_label_summary, threshold_by_target)
-from pages.common import item_grid, require_store, run_picker
+from pages.auth import can
+from core.views.text import html_literal_columns, md_literal
+from pages.common import current_user, item_grid, require_store, run_picker
 
 store = require_store()
 st.title("Pseudo-labels")
@@ -53,8 +55,8 @@ if ref and ref["precision"] is not None:
 
 hist = pd.DataFrame(summary["histogram"])
 if not hist.empty:
-    fig = px.bar(hist, x="bin", y="count", color="label", barmode="overlay", opacity=0.6,
-                 labels={"bin": "confidence", "count": "unconfirmed items"})
+    fig = px.bar(html_literal_columns(hist, ["label"]), x="bin", y="count", color="label", barmode="overlay",
+                 opacity=0.6, labels={"bin": "confidence", "count": "unconfirmed items"})
     fig.add_vline(x=threshold, line_dash="dash")
     fig.update_layout(height=320, margin={"t": 10})
     st.plotly_chart(fig, width="stretch")
@@ -78,14 +80,16 @@ label = st.selectbox("Sample of", ["all classes"] + store.labels())
 picked = candidates(store, run["id"], threshold, label=None if label == "all classes" else label, limit=24)
 item_grid(store, [c[0] for c in picked], captions={c[0]: f"{c[1]} {c[2]:.2f}" for c in picked})
 
-annotator = st.session_state.get("annotator", "")
+annotator = current_user()
+may_accept = can(store, "accept_pseudo_labels")
 total = int(gains["gain"].sum()) if not gains.empty else 0
 refusal = accept_refusal(run)
 if refusal:
     st.warning(f"These pseudo-labels cannot be accepted: {refusal}.")
-if st.button(f"Accept {total} pseudo-labels", type="primary", disabled=not annotator or total == 0 or bool(refusal),
-             help=refusal or (None if annotator else "enter your name in the sidebar first")):
+if st.button(f"Accept {total} pseudo-labels", type="primary", disabled=not may_accept or total == 0 or bool(refusal),
+             help=refusal or (None if may_accept else "accepting pseudo-labels needs the reviewer role")):
     n = accept_pseudo_labels(store, run["id"], threshold, annotator=annotator)
-    st.success(f"Recorded {n} labels as one bulk action by {annotator} (undo from the Label page or below).")
-if annotator and st.button("Undo my last action"):
+    st.success(f"Recorded {n} labels as one bulk action by {md_literal(annotator)} (undo from the Label page or "
+               "below).")
+if st.button("Undo my last action"):
     st.info(f"Undid {len(store.undo_last(annotator))} label(s).")

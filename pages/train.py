@@ -6,8 +6,10 @@ import streamlit as st
 
 from core.jobs import queue as jobs
 from core.views.runs import compare_runs
+from core.views.text import md_literal
 from core.models import MODELS
-from pages.common import require_store
+from pages.auth import can
+from pages.common import current_user, require_store
 
 store = require_store()
 st.title("Train")
@@ -20,18 +22,21 @@ with st.expander("Model parameters (JSON)"):
         if not isinstance(model_params, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        st.error(f"The parameters must be a JSON object such as {{\"rounds\": 3}}. Got {raw!r} ({exc}).")
+        st.error(f"The parameters must be a JSON object such as {{\"rounds\": 3}}. Got {md_literal(repr(raw))} "
+                 f"({md_literal(exc)}).")
         model_params = None
 
 
 @st.fragment(run_every=1)
 def job_panel() -> None:
     job = jobs.active_job(store, "train")
-    st.button("Retrain now", type="primary", disabled=model_params is None, on_click=jobs.request_job,
+    allowed = can(store, "retrain")
+    st.button("Retrain now", type="primary", disabled=model_params is None or not allowed, on_click=jobs.request_job,
               args=(store, "train", {"model": model, "params": model_params or {}}),
-              kwargs={"requested_by": st.session_state.get("annotator") or None},
+              kwargs={"requested_by": current_user()},
               help="train on the confirmed labels in the background; the same request joins a queued one, "
-                   "another model or parameters queue behind the running job")
+                   "another model or parameters queue behind the running job" if allowed else
+                   "retraining needs the reviewer role")
     waiting = [j for j in jobs.queued_jobs(store, "train") if job is None or j["id"] != job["id"]]
     if waiting:
         st.caption(f"Queued after it: {len(waiting)} job(s)")
@@ -43,7 +48,7 @@ def job_panel() -> None:
         last = jobs.list_jobs(store, limit=1)
         if last:
             j = last[0]
-            st.caption(f"Last job {j['id']} ({j['kind']}): {j['status']} — {j['message'] or ''}")
+            st.caption(f"Last job {j['id']} ({j['kind']}): {j['status']} — {md_literal(j['message'])}")
         return
     p = job["progress"]
     st.write(f"Job {job['id']} is **{job['status']}**" + (f": {p.get('phase', '')}" if p else ""))
@@ -52,7 +57,8 @@ def job_panel() -> None:
                     text=f"step {p.get('step')}/{p['total']}" + (f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "")
                     + (f", score {p['score']:.3f}" if p.get("score") is not None else "")
                     + (f", loss {p['loss']:.4f}" if p.get("loss") is not None else ""))
-    st.button("Cancel", key=f"cancel-{job['id']}", on_click=jobs.request_cancel, args=(store, job["id"]))
+    st.button("Cancel", key=f"cancel-{job['id']}", on_click=jobs.request_cancel, args=(store, job["id"]),
+              kwargs={"by": current_user()}, disabled=not can(store, "cancel_job"))
 
 
 job_panel()

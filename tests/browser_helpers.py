@@ -66,10 +66,21 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.wait(timeout=timeout)
 
 
+BROWSER_ACCOUNTS = (("tester", "admin"), ("speed", "annotator"), ("ann_a", "annotator"), ("ann_b", "annotator"),
+                    ("rapid", "annotator"), ("viewer", "reviewer"), ("lasso", "reviewer"))
+
+
 @contextmanager
 def app_server(projects: Path, *, worker: bool = True, log_dir: Path | None = None,
-               ready_timeout: float = 90.0) -> Iterator[str]:
-    """Start the worker (optional) and the Streamlit app on a free port; yield the app's base URL."""
+               ready_timeout: float = 90.0, accounts=BROWSER_ACCOUNTS) -> Iterator[str]:
+    """Start the worker (optional) and the Streamlit app on a free port; yield the app's base URL. Each
+    project in ``projects`` first gets ``accounts`` ((name, role) pairs, the tests' password)."""
+    from core.jobs.worker import discover_projects
+    from tests.helpers import ensure_account
+
+    for project in discover_projects(projects):  # the accounts the browser tests sign in with
+        for name, role in accounts:
+            ensure_account(project, name, role)
     env = dict(os.environ, LABELTOOL_PROJECTS=str(projects), PYTHONUNBUFFERED="1")
     log_dir = Path(log_dir or projects.parent)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -127,12 +138,18 @@ def wait_home(page, timeout: float = 60_000) -> None:
     page.get_by_role("heading", name="Labelling studio").wait_for(timeout=timeout)
 
 
-def set_annotator(page, name: str) -> None:
-    box = page.get_by_role("textbox", name="Your name")
-    box.fill(name)
-    box.press("Enter")
-    # the rerun stores the name; blur the box so digit keys reach the page's shortcuts, not the text field
-    page.wait_for_timeout(300)
+def set_annotator(page, name: str, password: str | None = None) -> None:
+    """Sign in through the sidebar's form as ``name`` (the account must exist: :func:`app_server` creates
+    :data:`BROWSER_ACCOUNTS` in every project it serves, with the tests' password)."""
+    from tests.helpers import TEST_PASSWORD
+
+    sb = page.locator('[data-testid="stSidebar"]')
+    sb.get_by_role("textbox", name="Account").fill(name)
+    # by role: the label "Password" also matches the field's "Show password" button
+    sb.get_by_role("textbox", name="Password").fill(password or TEST_PASSWORD)
+    sb.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as").wait_for(timeout=30_000)
+    # blur the form so digit keys reach the page's shortcuts, not a text field
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     wait_idle(page)
 

@@ -10,6 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LABELTOOL_SHARED", ROOT.parent / "shared")) / "datasets"
 
 
+def pytest_configure(config):
+    """The tests sign artefacts with a key of their own (core/io/artefacts.py), never the user's
+    ~/.config/labeltool/artefact.key; the app and worker processes the browser tests start inherit it."""
+    if "LABELTOOL_KEY_FILE" not in os.environ:
+        import tempfile
+
+        os.environ["LABELTOOL_KEY_FILE"] = str(Path(tempfile.mkdtemp(prefix="labeltool-tests-")) / "artefact.key")
+
+
 def pytest_collection_modifyitems(config, items):
     have_shared = SHARED.is_dir()
     try:

@@ -34,18 +34,40 @@ def tone_wav(path: Path, *, freq: float = 440.0, seconds: float = 0.5, sr: int =
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TEST_PASSWORD = "test-password-1"
+TEST_ADMIN = "test-admin"
+
+
+def ensure_account(project_dir: str | Path, name: str, role: str = "admin", *, password: str = TEST_PASSWORD) -> None:
+    """Give the project the account ``name`` with ``role`` (and a first admin when it has no account yet);
+    an existing account gets ``role``."""
+    from core.store.project_store import Store
+
+    store = Store(project_dir, origin="cli")
+    if not store.has_accounts():
+        store.add_user(name if role == "admin" else TEST_ADMIN, password, "admin", by="tests")
+    if store.user(name) is None:
+        store.add_user(name, password, role, by="tests")
+    elif store.user(name)["role"] != role:
+        store.set_role(name, role, by="tests")
+
+
 def open_page(page: str | None = None, *, annotator: str | None = "tester", timeout: float = 90,
-              state: dict[str, Any] | None = None):
-    """An AppTest of the app (``app.py``) switched to ``page`` (e.g. "pages/label.py"), with ``annotator``
-    and any other ``state`` in the session; asserts that it rendered without an exception."""
+              state: dict[str, Any] | None = None, role: str = "admin"):
+    """An AppTest of the app (``app.py``) switched to ``page`` (e.g. "pages/label.py"), signed in to the
+    project the sidebar picks as ``annotator`` with ``role`` (the account is created when missing; None:
+    nobody signs in), with any other ``state`` in the session; asserts that it rendered without an exception."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    if annotator:
-        at.session_state["annotator"] = annotator
     for key, value in (state or {}).items():
         at.session_state[key] = value
     at.run()
+    project = at.session_state["project"] if "project" in at.session_state else None
+    if annotator and project:
+        ensure_account(project, annotator, role)
+        at.session_state["signed_in"] = {str(Path(project).resolve()): annotator}
+        at.run()
     if page:
         at.switch_page(page)
         at.run()

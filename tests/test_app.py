@@ -130,7 +130,7 @@ def test_consensus_page_switches_method(trained_app):
     cfg = consensus_engine.settings(trained_app)
     assert cfg["method"] == "dawid_skene" and cfg["min_confidence"] == 0.6
     assert {r["method"] for r in trained_app.consensus_rows()} <= {"dawid_skene", "adjudication"}
-    consensus_engine.refit(trained_app, "majority")  # leave the shared project as the other tests expect it
+    consensus_engine.refit(trained_app, "majority", by="rev")  # leave the shared project as the other tests expect it
 
 
 def test_train_page_passes_json_parameters_and_refuses_bad_ones(demo):

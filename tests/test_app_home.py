@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from core.jobs import queue as jobs
 from core.jobs.worker import run_job
 from core.store.project_store import Store
-from tests.helpers import digits_folder
+from tests.helpers import digits_folder, ensure_account
 
 ROOT = Path(__file__).resolve().parents[1]
 # app.py's order of work (the sidebar, then the page), as one script: AppTest of app.py itself reruns only the
@@ -29,15 +29,17 @@ def projects(tmp_path, monkeypatch):
     """A projects folder named by a *relative* path (as with the default ``projects``), holding project 'a'."""
     root = tmp_path / "projects"
     Store.create(root / "a", modality="image", extractor="pixels_pca", min_votes=1)
+    ensure_account(root / "a", "tester", "admin")
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("LABELTOOL_PROJECTS", os.path.relpath(root, ROOT))
+    monkeypatch.setenv("LABELTOOL_MEDIA_ROOTS", str(tmp_path))  # the browser imports only below these
     return root
 
 
 def _app(*, with_sidebar: bool = False) -> AppTest:
     at = (AppTest.from_string(HOME_WITH_SIDEBAR, default_timeout=60) if with_sidebar
           else AppTest.from_file(str(ROOT / "app.py"), default_timeout=60))
-    at.session_state["annotator"] = "tester"
+    at.session_state["signed_in"] = {str(p.resolve()): "tester" for p in Path(os.environ["LABELTOOL_PROJECTS"]).iterdir()}
     at.run()
     assert not at.exception, at.exception
     return at
@@ -85,7 +87,8 @@ def test_home_import_queues_a_job_and_shows_its_progress(projects, tmp_path):
     assert job["status"] == "queued" and job["requested_by"] == "tester"
     assert job["params"]["source"] == str(src.resolve()) and job["params"]["labels_from_folders"] == "initial"
     assert any(f"Import job {job['id']} is queued" in i.value for i in at.info)
-    assert run_job(store, jobs.claim_next(store, job_id=job["id"])) == "done"    # what the worker does
+    worker = Store(projects / "a", origin="worker")  # what the worker does (its writes were allowed at request)
+    assert run_job(worker, jobs.claim_next(worker, job_id=job["id"])) == "done"
     at.run()
     assert store.item_count() == 30
     assert any("Imported 30 items" in s.value for s in at.success)

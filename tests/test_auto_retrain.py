@@ -20,7 +20,7 @@ from core.jobs import queue as jobs
 from core.jobs.worker import check_auto_retrain
 from core.store.project_store import Store
 from core.views.suggestions import suggestion_source
-from tests.helpers import digits_folder, open_page
+from tests.helpers import ensure_account, digits_folder, open_page
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -171,8 +171,10 @@ def test_cli_sets_and_shows_the_settings(project):
 def test_home_page_saves_the_settings(project, monkeypatch):
     monkeypatch.setenv("LABELTOOL_PROJECTS", str(project.dir.parent))
     monkeypatch.chdir(ROOT)
+    ensure_account(project.dir, "boss", "admin")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
     at.session_state["project"] = str(project.dir)
+    at.session_state["signed_in"] = {str(project.dir): "boss"}
     at.run()
     assert not at.exception, at.exception
     at.toggle(key="auto-retrain-on").set_value(True)
@@ -180,6 +182,7 @@ def test_home_page_saves_the_settings(project, monkeypatch):
     next(b for b in at.button if b.label == "Save").click().run()
     assert not at.exception, at.exception
     assert auto_retrain.read_settings(Store(project.dir).settings()) == (True, 8)
+    assert [r["user"] for r in Store(project.dir).audit_log(action="settings", limit=2)] == ["boss", "boss"]
 
 
 # ---------------------------------------------------------------------------------------------- real worker

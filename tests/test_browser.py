@@ -33,6 +33,7 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     store, created = create_demo(tmp / "projects" / "demo", n=300, queue_features=False)
     assert created
+    store.origin = "cli"  # the tests' own set-up writes, like the CLI's, are not role-checked; the browser's are
     store.set_setting("auto_retrain", False)  # these tests retrain on purpose; the demo's automatic retrains
     # are tested in tests/test_auto_retrain.py
     with app_server(tmp / "projects", worker=True, log_dir=tmp / "logs") as url, browser() as b:

@@ -297,7 +297,7 @@ def test_trainer_publishes_with_zero_labels_then_warm_starts(tmp_path):
     assert arrays["proba"].shape == (36, 3) and arrays["embeddings"].shape == (36, 4)
     np.testing.assert_allclose(arrays["proba"].sum(1), 1.0, atol=1e-5)
     assert cluster_acc(np.repeat([0, 1, 2], 12), arrays["clusters"]) > 0.8  # digits 0/1/2 separate easily
-    assert (store.run_dir(run) / "dec_state.joblib").is_file()
+    assert (store.run_dir(run) / "dec_state.npz").is_file()
     # second run: same views and config -> warm start, no pretraining
     rid2 = train_model(store, "dec", params=TRAIN_PARAMS, device="cpu", project_map=False)
     dec2 = store.run(rid2)["metrics"]["dec"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import joblib
+from core.io.artefacts import load_artefact, save_artefact
 import numpy as np
 import pytest
 import torch
@@ -73,16 +73,16 @@ def test_a_dec_run_is_calibrated_and_its_warm_start_keeps_the_label_free_start(t
     oof = np.load(d / "oof_proba.npy")
     assert oof.shape == (36, 3) and np.isfinite(oof).all()
     assert (d / "oof_proba_published.npy").exists() and (d / "proba_uncalibrated.npy").exists()
-    state = joblib.load(d / "dec_state.joblib")
+    state = load_artefact(d, "dec_state")
     assert state["label_free_start"]["mapping"] is None  # made before any label was used
     # the next run warm-starts and still fits its folds from that start
     rid2 = train_model(store, "dec", params=TRAIN_PARAMS, device="cpu", project_map=False)
     run2 = store.run(rid2)
     assert run2["metrics"]["dec"]["warm_start"] and run2["metrics"]["calibration"]["status"] == "calibrated"
     # a state from before calibration (no label-free start): the run stands, its confidence unknown, and why
-    old = joblib.load(store.run_dir(run2) / "dec_state.joblib")
+    old = load_artefact(store.run_dir(run2), "dec_state")
     old.pop("label_free_start")
-    joblib.dump(old, store.run_dir(run2) / "dec_state.joblib")
+    save_artefact(store.run_dir(run2), "dec_state", old)
     rid3 = train_model(store, "dec", params=TRAIN_PARAMS, device="cpu", project_map=False)
     cal3 = store.run(rid3)["metrics"]["calibration"]
     assert cal3["status"] == "unknown" and "warm_start=False" in cal3["reason"]

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def mapped(tmp_path, monkeypatch):
     """A 60-digit demo project with one published run that has map coordinates."""
     store, _ = create_demo(tmp_path / "projects" / "demo", n=60, queue_features=False)
+    store.origin = "cli"  # the tests' own set-up writes, like the CLI's, are not role-checked; the page's are
     ids = store.item_ids()
     run_dir = store.dir / "runs" / "fake"
     run_dir.mkdir(parents=True)

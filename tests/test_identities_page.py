@@ -25,6 +25,7 @@ PAGE = "pages/identities.py"
 @pytest.fixture
 def people(tmp_path, monkeypatch):
     store = people_project(tmp_path / "projects" / "people", n_ids=4, per_id=4)
+    store.origin = "cli"  # the tests' own set-up writes, like the CLI's, are not role-checked; the page's are
     monkeypatch.setenv("LABELTOOL_PROJECTS", str(tmp_path / "projects"))
     monkeypatch.chdir(ROOT)
     return store
@@ -75,7 +76,7 @@ def test_no_run_says_so_and_retrain_queues_a_reid_job(people):
 
 def test_no_annotator_gets_the_usual_message(with_run):
     at = _page(annotator=None)
-    assert any("Enter your name in the sidebar first" in w.value for w in at.warning)
+    assert any("Sign in in the sidebar first" in w.value for w in at.warning)
     assert not at.get("metric")
 
 

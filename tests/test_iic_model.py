@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from core.io.artefacts import load_artefact
 import torch
 
 from core.errors import JobCancelled, ValidationError
@@ -101,7 +103,7 @@ def test_trainer_with_labels_publishes_proba_clusters_overclusters_and_calibrati
     d = store.run_dir(run)
     over = np.load(d / "overclusters.npy")
     assert over.shape == (36,) and over.dtype == np.int64 and over.max() < 6
-    assert (d / "iic_state.joblib").is_file()
+    assert (d / "iic_state.npz").is_file()
     # the calibration split: its rows are predicted (out of the CE and the mapping), the others NaN
     oof = np.load(d / "oof_proba.npy")
     held = np.isfinite(oof).all(1)
@@ -178,7 +180,7 @@ def test_small_cnn_with_augment_pairs_trains_on_28px_digits(tmp_path):
     iic = run["metrics"]["iic"]
     assert (iic["backbone"], iic["pairs"], iic["epochs_run"]) == ("small_cnn", "augment", 2)
     assert np.isfinite(iic["history"][-1]["main_loss"]).all() and iic["n_media_failures"] == 0
-    state = __import__("joblib").load(store.run_dir(run) / "iic_state.joblib")
+    state = load_artefact(store.run_dir(run), "iic_state")
     assert state["input_shape"] == [1, 28, 28]
     assert np.load(store.run_dir(run) / "embeddings.npy").shape == (36, 16)
     # the restored model predicts the same assignments from the decoded images
@@ -361,7 +363,7 @@ def test_small_cnn_on_an_audio_project_trains_on_spectrogram_blocks(tmp_path):
     run = store.run(rid)
     iic = run["metrics"]["iic"]
     assert (iic["backbone"], iic["pairs"], iic["epochs_run"], iic["n_media_failures"]) == ("small_cnn", "augment", 4, 0)
-    state = __import__("joblib").load(store.run_dir(run) / "iic_state.joblib")
+    state = load_artefact(store.run_dir(run), "iic_state")
     assert state["input_shape"][0] == 1 and len(state["input_shape"]) == 3  # one log-mel channel
     proba = np.load(store.run_dir(run) / "proba.npy")
     assert proba.shape == (12, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)

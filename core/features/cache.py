@@ -19,6 +19,16 @@ half a chunk. Chunks are merged into one when there are more than :data:`MAX_CHU
 through memory maps, so taking a few rows of a large cache reads only those rows. When an id appears
 in two chunks (two writers raced) the first chunk in name order wins; both rows came from the same state.
 
+Damage (a truncated or empty ``.npy``, ids and rows of different lengths, a chunk of another width, a
+broken ``state.npz`` or ``meta.json``) is detected when the folder is read. Readers
+(:meth:`FeatureCache.get`, :meth:`FeatureCache.cached_ids`) then raise :class:`~core.errors.FeatureError`
+naming the folder and the damaged files, instead of a raw ``ValueError`` / ``EOFError`` / ``BadZipFile``
+(a damaged ``meta.json`` is only logged: it is not needed to read rows). Whoever takes :meth:`FeatureCache.lock`
+is about to write, so the lock first repairs the folder (:meth:`FeatureCache.repair`): damaged chunks are removed
+(their rows are then computed again, like any missing row), a damaged ``meta.json`` is rewritten, and a
+damaged state of a stateful extractor is removed, so the extractor is refitted and its rows recomputed (rows
+made with a lost state cannot be reproduced). Each repair is logged as a warning with the folder.
+
 Rows are keyed by item id only: an item's media is assumed not to change under the same id (a file
 replaced in place needs a new item id, or the folder removed with ``FeatureCache.remove``). The compute
 device is not part of the key: CPU float32 and GPU float16-autocast rows of the same extractor may sit
@@ -27,11 +37,15 @@ side by side (cosine similarity > 0.999).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import logging
 import os
 import shutil
 import time
 import uuid
+import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,6 +56,27 @@ from core.features.base import Extractor
 
 MAX_CHUNKS = 16
 _RETRIES = 5
+#: what NumPy and zipfile raise on a damaged ``.npy`` / ``.npz`` (FileNotFoundError is handled apart)
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+log = logging.getLogger(__name__)
+_LOGGED: set[tuple[str, tuple[str, ...]]] = set()  # damage already logged by a reader (one line per state)
+
+
+class _Damaged(Exception):
+    """A cache file that exists but cannot be used: ``file`` (its name) and ``reason``."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file, self.reason = file, reason
+
+
+def _log_once(folder: Path, problems: list[str], what: str) -> None:
+    key = (str(folder), tuple(problems))
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.warning("feature cache %s %s: %s", folder, what, "; ".join(problems))
+
 
 try:  # POSIX advisory locks; elsewhere the cache is single-writer by convention
     import fcntl
@@ -86,12 +121,15 @@ class FeatureCache:
     # ------------------------------------------------------------------ locking
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold an exclusive advisory lock on this folder (blocks while another process computes)."""
+        """Hold an exclusive advisory lock on this folder (blocks while another process computes).
+
+        The holder is about to write, so damaged files are repaired first (:meth:`repair`)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "a+") as fh:
             if fcntl is not None:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
+                self.repair()
                 yield
             finally:
                 if fcntl is not None:
@@ -99,11 +137,26 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ meta and state
     def read_meta(self) -> dict[str, Any]:
-        """Contents of ``meta.json`` (empty dict when absent)."""
+        """Contents of ``meta.json``: an empty dict when it is absent or damaged (damage is logged once)."""
+        meta, problem = self._read_meta()
+        if problem:
+            _log_once(self.dir, [problem], "has a damaged meta.json (rewritten by the next feature computation)")
+        return meta
+
+    def _read_meta(self) -> tuple[dict[str, Any], str | None]:
+        """(``meta.json`` or {}, what is wrong with it or None)."""
         try:
-            return json.loads((self.dir / "meta.json").read_text())
+            meta = json.loads((self.dir / "meta.json").read_text())
         except FileNotFoundError:
-            return {}
+            return {}, None
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return {}, f"meta.json: unreadable ({type(exc).__name__}: {exc})"
+        if not isinstance(meta, dict):
+            return {}, f"meta.json: holds a {type(meta).__name__}, not an object"
+        dim = meta.get("dim", 0)
+        if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0):
+            return {}, f"meta.json: 'dim' is {dim!r}, not an int >= 0"
+        return meta, None
 
     def write_meta(self, **extra: Any) -> None:
         """Write ``meta.json`` with the extractor's identity and ``extra`` fields."""
@@ -120,16 +173,55 @@ class FeatureCache:
         _atomic_write_bytes(self.dir / "meta.json", lambda fh: fh.write(blob))
 
     def load_state(self) -> dict[str, np.ndarray] | None:
-        """The saved extractor state, or None when none was saved."""
-        path = self.dir / "state.npz"
-        if not path.exists():
+        """The saved extractor state, or None when none was saved.
+
+        Raises
+        ------
+        FeatureError
+            Naming the file when it is damaged: unreadable, or a state the extractor cannot take.
+        """
+        if not (self.dir / "state.npz").exists():
             return None
+        state, problem, _ = self._checked_state()
+        if problem:
+            raise FeatureError(f"The saved state of {self.extractor.name!r} at {self.dir} is damaged ({problem}). "
+                               "The next feature computation refits the extractor and recomputes its rows "
+                               "(or recompute with refit=True).")
+        return state
+
+    def _read_state(self, path: Path) -> dict[str, np.ndarray]:
+        """Every array of ``state.npz`` (each read in full, so a bad CRC shows here); raises :class:`_Damaged`."""
         try:
             with np.load(path, allow_pickle=False) as npz:
+                if not hasattr(npz, "files"):
+                    raise ValueError("a single array, not an .npz archive")
                 return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise FeatureError(f"The saved state of {self.extractor.name!r} at {path} is unreadable: {exc}. "
-                               "Recompute with refit=True.") from exc
+        except _READ_ERRORS as exc:
+            raise _Damaged(path.name, f"unreadable ({type(exc).__name__}: {exc})") from exc
+
+    def _checked_state(self) -> tuple[dict[str, np.ndarray] | None, str | None, int | None]:
+        """(the saved state or None, what is wrong with it or None, the output width it gives or None).
+
+        A state is damaged when it cannot be read or, for a stateful extractor, when the extractor cannot take
+        it (a copy of the extractor is set from it, so this one is left as it was)."""
+        path = self.dir / "state.npz"
+        if not path.is_file():
+            return None, None, None
+        try:
+            state = self._read_state(path)
+        except _Damaged as exc:
+            return None, str(exc), None
+        if not self.extractor.stateful:
+            return state, None, None
+        probe = copy.copy(self.extractor)
+        try:
+            probe.set_state(state)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            return None, f"state.npz: the extractor cannot use it ({type(exc).__name__}: {exc})", None
+        if not probe.is_fitted:
+            return None, "state.npz: holds no fitted state", None
+        dim = getattr(probe, "dim", None)
+        return state, None, dim if isinstance(dim, int) and dim > 0 else None
 
     def save_state(self, state: dict[str, np.ndarray]) -> None:
         """Save the extractor state atomically (arrays only)."""
@@ -142,19 +234,114 @@ class FeatureCache:
             return []
         return sorted(p.name[: -len(".ids.npy")] for p in self.dir.glob("chunk-*.ids.npy"))
 
-    def _read_chunks(self, mmap: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """List of (chunk name, ids, X); retried when a concurrent merge removes a chunk mid-read."""
+    def _load_chunk(self, name: str, mmap: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (m,) int64, X (m, d) float32)`` of chunk ``name``; raises :class:`_Damaged` for a chunk that
+        cannot be used and FileNotFoundError when its ids file went away (a concurrent merge)."""
+        ids_path, X_path = self.dir / f"{name}.ids.npy", self.dir / f"{name}.X.npy"
+        try:
+            ids = np.load(ids_path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except _READ_ERRORS as exc:
+            raise _Damaged(ids_path.name, f"unreadable ({type(exc).__name__}: {exc})") from exc
+        try:
+            X = np.load(X_path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except FileNotFoundError:
+            if ids_path.exists():  # X is written before ids and removed after them: this is no race
+                raise _Damaged(X_path.name, "missing (its ids file is there)") from None
+            raise
+        except _READ_ERRORS as exc:
+            raise _Damaged(X_path.name, f"unreadable ({type(exc).__name__}: {exc})") from exc
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise _Damaged(ids_path.name, f"holds an array of shape {ids.shape} and dtype {ids.dtype}, not item ids")
+        if len(ids) == 0:
+            raise _Damaged(ids_path.name, "is empty (chunks are never written empty)")
+        if X.ndim != 2 or X.dtype != np.float32:
+            raise _Damaged(X_path.name, f"holds an array of shape {X.shape} and dtype {X.dtype}, not (m, d) float32")
+        if X.shape[0] != len(ids):
+            raise _Damaged(X_path.name, f"holds {X.shape[0]} rows for the {len(ids)} ids of {ids_path.name}")
+        return ids.astype(np.int64, copy=False), X
+
+    def _scan(self, mmap: bool, dim: int | None = None
+              ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[tuple[str, str]]]:
+        """The usable chunks (name, ids, X) and the damaged ones (name, reason); retried when a concurrent
+        merge removes a chunk mid-read. Chunks whose width differs from ``dim`` (default: the width of most
+        rows) are damaged."""
         for attempt in range(_RETRIES):
             try:
-                out = []
+                good, bad = [], []
                 for name in self._chunk_names():
-                    ids = np.load(self.dir / f"{name}.ids.npy", allow_pickle=False)
-                    X = np.load(self.dir / f"{name}.X.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
-                    out.append((name, ids, X))
-                return out
+                    try:
+                        good.append((name, *self._load_chunk(name, mmap)))
+                    except _Damaged as exc:
+                        bad.append((name, str(exc)))
+                break
             except FileNotFoundError:
                 time.sleep(0.05 * (attempt + 1))
-        raise FeatureError(f"The feature cache at {self.dir} kept changing while it was read; try again.")
+        else:
+            raise FeatureError(f"The feature cache at {self.dir} kept changing while it was read; try again.")
+        if good:
+            if dim is None:
+                widths = Counter()
+                for _, ids, X in good:
+                    widths[X.shape[1]] += len(ids)
+                dim = max(widths, key=lambda w: widths[w])  # ties: the oldest chunk's width (insertion order)
+            bad += [(name, f"{name}.X.npy: {X.shape[1]} columns where the cache has {dim}")
+                    for name, _, X in good if X.shape[1] != dim]
+            good = [c for c in good if c[2].shape[1] == dim]
+        return good, bad
+
+    def _read_chunks(self, mmap: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """List of (chunk name, ids, X); :class:`FeatureError` naming the folder when a chunk is damaged."""
+        good, bad = self._scan(mmap)
+        if bad:
+            problems = [reason for _, reason in bad]
+            _log_once(self.dir, problems, "is damaged (the next feature computation recomputes those rows)")
+            raise FeatureError(f"The feature cache at {self.dir} is damaged ({'; '.join(problems)}). The next feature "
+                               "computation (a retrain, or 'python -m core features') removes the damaged files and "
+                               "recomputes their rows.")
+        return good
+
+    def check(self) -> list[str]:
+        """What is damaged in this folder (``"<file>: <reason>"``, empty when nothing is); changes nothing."""
+        _, state_problem, state_dim = self._checked_state()
+        _, bad = self._scan(mmap=True, dim=state_dim)
+        _, meta_problem = self._read_meta()
+        return [reason for _, reason in bad] + [p for p in (meta_problem, state_problem) if p]
+
+    def repair(self) -> list[str]:
+        """Remove damaged chunks and state, rewrite a damaged ``meta.json``; returns what was wrong.
+
+        Call while holding :meth:`lock` (which calls it). Removed chunks' rows are then missing, so the next
+        computation computes them again; without its state a stateful extractor is refitted and all of its rows
+        recomputed (:func:`core.features.compute_features` does both). Logged as a warning with the folder.
+        """
+        if not self.dir.is_dir():
+            return []
+        _, state_problem, state_dim = self._checked_state()
+        good, bad = self._scan(mmap=True, dim=state_dim)
+        meta, meta_problem = self._read_meta()
+        dim = state_dim or (good[0][2].shape[1] if good else None)
+        if meta_problem is None and dim and meta.get("dim") not in (None, 0, dim):
+            meta_problem = f"meta.json: 'dim' is {meta['dim']} where the rows have {dim} columns"
+        for name, _ in bad:  # ids first, as in compact(): readers ignore a chunk without its ids file
+            for suffix in (".ids.npy", ".X.npy"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / f"{name}{suffix}").unlink()
+        if state_problem:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / "state.npz").unlink()
+        if meta_problem:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / "meta.json").unlink()
+            if dim:
+                self.write_meta(dim=int(dim), repaired_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        problems = [reason for _, reason in bad] + [p for p in (meta_problem, state_problem) if p]
+        if problems:
+            log.warning("feature cache %s was damaged and is repaired (%s): %s", self.dir,
+                        "the extractor is refitted and its rows recomputed" if state_problem
+                        else "the removed rows are recomputed", "; ".join(problems))
+        return problems
 
     def cached_ids(self) -> np.ndarray:
         """Ids with a cached row, shape (m,) int64, unique, in storage order."""

@@ -1,16 +1,36 @@
-"""Export of a project's items with their consensus and the newest (or a given) run's predictions."""
+"""Export of a project's items with their consensus and the newest (or a given) run's predictions.
+
+CSV cells are neutralised against spreadsheet formula injection (OWASP's "CSV injection"): a text value that
+starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading single quote, so Excel,
+LibreOffice and Google Sheets show it as text instead of running it (a caption ``=HYPERLINK(...)``, a file
+named ``@SUM(...).png``). Text that is a plain number (a label ``-1``, ``+3.5``) is left as it is: a
+spreadsheet reads it as a number, not a formula. Numbers the export writes itself (coordinates, confidences)
+are never changed. JSON Lines is data for programs and is written unchanged.
+"""
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from core.errors import check_choice
 from core.store.project_store import Store
 
 COLUMNS = ["item_id", "path", "text", "group", "identity", "consensus_label", "confirmed", "n_votes", "agreement",
            "predicted_label", "confidence", "cluster", "x", "y", "run_id"]
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_safe(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet will not run: a ``str`` starting with one of
+    :data:`FORMULA_START` (and not a plain number) gets a leading ``'``; anything else is returned as is."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def export_items(store: Store, out: str | os.PathLike, *, fmt: str = "csv", run_id: int | None = None,
@@ -49,7 +69,7 @@ def export_items(store: Store, out: str | os.PathLike, *, fmt: str = "csv", run_
             if include_reference:
                 row["reference_label"] = ref.get(it.id)
             if writer:
-                writer.writerow(row)
+                writer.writerow({k: csv_safe(v) for k, v in row.items()})
             else:
                 row["votes"] = votes.get(it.id, [])
                 f.write(json.dumps(row) + "\n")

@@ -5,7 +5,9 @@ write transaction, heartbeats, reports progress, and finishes it. One training j
 time. A request identical to a queued one (same kind, same parameters) is coalesced into it (its
 ``requests`` count grows); any other request is queued after it, with a message naming the job it waits
 behind. A job whose worker died (kill -9, power cut) keeps a stale heartbeat: :func:`recover_stale` marks
-it failed, and the previous run stays in service because a run is only published at the very end.
+it failed, and the previous run stays in service because a run is only published at the very end. The
+worker runs it periodically, and :func:`request_job` runs it before queueing, so a ``core train`` killed
+with no worker up does not block the project's training for good.
 
 A claim carries a random token (``jobs.claim``). Heartbeat, progress, publish (through
 :func:`claim_checker`, called by training inside the publish transaction) and finish are conditional on
@@ -32,6 +34,8 @@ from core.store import project_store
 from core.store.project_store import Store, now
 
 JOB_KINDS = ("train", "features", "import")
+#: the permission (core.auth.roles) that asking for a job of each kind needs
+JOB_PERMISSIONS = {"train": "retrain", "features": "extract_features", "import": "import"}
 HEARTBEAT_EVERY_S = 2.0
 
 
@@ -57,7 +61,9 @@ def request_job(store: Store, kind: str, params: dict | None = None, *, requeste
     """Queue a job, or join the queued one of the same kind with the same parameters.
 
     A request with other parameters is a job of its own, queued after the others; its message names the
-    job it waits behind, so the queue is visible in the job list.
+    job it waits behind, so the queue is visible in the job list. Jobs left running by a process that is gone
+    are first marked failed (:func:`recover_stale`), in the same transaction: a killed ``core train`` or worker
+    does not block the project until a worker starts.
 
     Returns
     -------
@@ -65,7 +71,10 @@ def request_job(store: Store, kind: str, params: dict | None = None, *, requeste
     """
     check_choice("job", "kind", kind, JOB_KINDS)
     params_json = json.dumps(params or {}, sort_keys=True)
+    actor = store.actor(requested_by)
     with store.transaction() as conn:
+        role = store.authorize(actor, JOB_PERMISSIONS[kind], conn)
+        recover_stale(store)
         row = conn.execute(
             "SELECT id FROM jobs WHERE kind = ? AND status = 'queued' AND params = ? ORDER BY id LIMIT 1",
             (kind, params_json),
@@ -75,6 +84,7 @@ def request_job(store: Store, kind: str, params: dict | None = None, *, requeste
                 "UPDATE jobs SET requests = requests + 1, requested_by = COALESCE(?, requested_by) WHERE id = ?",
                 (requested_by, row[0]),
             )
+            store.audit(conn, actor, f"request_{kind}", role=role, job=int(row[0]), joined=True, params=params or {})
             return row[0], True
         ahead = conn.execute(
             "SELECT id, status FROM jobs WHERE kind = ? AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1",
@@ -86,6 +96,8 @@ def request_job(store: Store, kind: str, params: dict | None = None, *, requeste
             "VALUES (?, ?, 'queued', ?, ?, ?)",
             (kind, params_json, message, requested_by, now()),
         )
+        store.audit(conn, actor, f"request_{kind}", role=role, job=int(cur.lastrowid), joined=False,
+                    params=params or {})
         return cur.lastrowid, False
 
 
@@ -192,12 +204,16 @@ def finish(store: Store, job_id: int, status: str, message: str | None = None, *
         return cur.rowcount == 1
 
 
-def request_cancel(store: Store, job_id: int) -> str:
-    """Cancel a queued job at once, or ask a running one to stop; returns the job's status afterwards."""
+def request_cancel(store: Store, job_id: int, *, by: str | None = None) -> str:
+    """Cancel a queued job at once, or ask a running one to stop; returns the job's status afterwards.
+    ``by`` needs the ``cancel_job`` permission (a reviewer); audited."""
+    actor = store.actor(by)
     with store.transaction() as conn:
+        role = store.authorize(actor, "cancel_job", conn)
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise ValidationError(f"The 'job_id' parameter must name a job of this project. Got {job_id!r}.")
+        store.audit(conn, actor, "cancel_job", role=role, job=int(job_id), status=row[0])
         if row[0] == "queued":
             conn.execute("UPDATE jobs SET status = 'cancelled', message = 'cancelled before it started', "
                          "finished_at = ? WHERE id = ?", (now(), job_id))

@@ -9,11 +9,16 @@ row every couple of seconds and notices cancel requests, and that the job is no 
 manifest, with progress; it queues the features job when it added items). On each pass over a project
 whose ``auto_retrain`` setting is on, the worker queues a light retrain after every N newly confirmed labels
 (:func:`check_auto_retrain`, the rule in :mod:`core.jobs.auto_retrain`).
+
+A project folder whose database is corrupt, not a project's, or of a newer schema is skipped and logged with
+its path and the reason, and the other projects are served; :func:`scan_projects` gives the app the same
+split (healthy, broken with reason) for its project list.
 """
 from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 import traceback
@@ -23,18 +28,62 @@ from core.jobs import auto_retrain
 from core.jobs import queue as jobs
 from core.errors import JobCancelled, LabelToolError
 from core.store.project_store import DB_NAME, Store
+from core.store.schema import SCHEMA_VERSION
 
 log = logging.getLogger("core.jobs.worker")
 
 
 def discover_projects(path: Path) -> list[Path]:
-    """``path`` itself when it is a project, else its sub-folders that are projects."""
+    """``path`` itself when it is a project, else its sub-folders that are projects (hidden ones, such as a
+    backup being written, left out). Healthy or not: see :func:`scan_projects`."""
     path = Path(path)
     if (path / DB_NAME).is_file():
         return [path]
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if (p / DB_NAME).is_file())
+    return sorted(p for p in path.iterdir() if not p.name.startswith(".") and (p / DB_NAME).is_file())
+
+
+def project_problem(project: Path) -> str | None:
+    """Why the project folder ``project`` cannot be opened (its database is not SQLite, not a project's, or of a
+    newer schema than this program's), or None. Reads only: nothing is created, migrated or locked."""
+    db = Path(project) / DB_NAME
+    try:
+        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        return f"{DB_NAME} cannot be opened: {exc}"
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "no such table: meta", a corrupt page
+        return f"{DB_NAME} is not a readable project database ({exc})"
+    finally:
+        conn.close()
+    try:
+        version = int(row[0]) if row else 0
+    except ValueError:
+        return f"{DB_NAME} records the schema version {row[0]!r}, not a number"
+    if version > SCHEMA_VERSION:
+        return (f"schema version {version} is newer than this program's {SCHEMA_VERSION}; "
+                "update the program before opening it")
+    return None
+
+
+def scan_projects(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The projects at ``path`` (as :func:`discover_projects` finds them), split into healthy ones and broken
+    ones with the reason (:func:`project_problem`), so one bad folder does not hide the others.
+
+    Returns
+    -------
+    (healthy, broken) : list of Path, list of (Path, str)
+    """
+    healthy, broken = [], []
+    for project in discover_projects(path):
+        problem = project_problem(project)
+        if problem is None:
+            healthy.append(project)
+        else:
+            broken.append((project, problem))
+    return healthy, broken
 
 
 class _Heartbeat(threading.Thread):
@@ -72,7 +121,7 @@ def _run_kind(store: Store, job: dict, progress, should_cancel, on_publish) -> s
         run_id = train_model(
             store, params.pop("model", "classifier"), params=params.pop("params", {}),
             device=params.pop("device", None), extractor=params.pop("extractor", None), job_id=job["id"],
-            progress=progress, should_cancel=should_cancel, on_publish=on_publish,
+            progress=progress, should_cancel=should_cancel, on_publish=on_publish, by=job.get("requested_by"),
         )
         return f"published run {run_id}"
     if job["kind"] == "features":
@@ -85,7 +134,8 @@ def _run_kind(store: Store, job: dict, progress, should_cancel, on_publish) -> s
     if job["kind"] == "import":
         from core.io.ingest import run_import_job
 
-        report = run_import_job(store, params, progress=progress, should_cancel=should_cancel)
+        report = run_import_job(store, params, progress=progress, should_cancel=should_cancel,
+                                by=job.get("requested_by"))
         if report.added:
             jobs.request_job(store, "features", {}, requested_by=job.get("requested_by"))
         return report.summary() + (". Features are being computed in the background." if report.added else "")
@@ -157,39 +207,95 @@ def run_job(store: Store, job: dict) -> str:
     return status
 
 
+class _Served:
+    """The projects one worker serves: a store per healthy project, and the broken ones with their reason.
+
+    A broken project (not SQLite, not a project's database, a newer schema, or one whose store fails while
+    served) is logged with its path and reason once per reason, skipped, and looked at again on later passes,
+    so it is served once repaired; the other projects are served meanwhile.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.stores: dict[Path, Store] = {}
+        self.broken: dict[Path, str] = {}
+
+    def refresh(self) -> None:
+        """Open the projects found since the last pass (marking jobs a dead worker left running failed)."""
+        found = discover_projects(self.path)
+        for pdir in set(self.stores) - set(found):  # removed or renamed meanwhile
+            self.stores.pop(pdir).close()
+        for pdir in found:
+            if pdir not in self.stores:
+                self._open(pdir)
+
+    def _open(self, pdir: Path) -> None:
+        problem = project_problem(pdir)
+        if problem is not None:
+            self.mark_broken(pdir, problem)
+            return
+        try:
+            store = Store(pdir, origin="worker")
+            stale = jobs.recover_stale(store)
+        except (LabelToolError, sqlite3.Error) as exc:
+            self.mark_broken(pdir, f"{type(exc).__name__}: {exc}")
+            return
+        if self.broken.pop(pdir, None) is not None:
+            log.info("project %s can be opened again: serving it", pdir)
+        self.stores[pdir] = store
+        for jid in stale:
+            log.warning("job %s of %s was left running by a dead worker: marked failed", jid, pdir)
+
+    def mark_broken(self, pdir: Path, reason: str) -> None:
+        """Stop serving ``pdir`` until it can be opened again; log it when the reason is new."""
+        if self.broken.get(pdir) != reason:
+            log.error("skipping project %s: %s (the other projects are still served)", pdir, reason)
+        self.broken[pdir] = reason
+        store = self.stores.pop(pdir, None)
+        if store is not None:
+            store.close()
+
+
+def _serve_one(store: Store) -> bool:
+    """One pass over one project: the automatic retrain check, then at most one job; returns whether one ran."""
+    try:
+        check_auto_retrain(store)
+    except Exception:  # a failed check must not stop the worker; the next pass retries
+        log.exception("automatic retrain check of %s failed", store.dir)
+    job = jobs.claim_next(store)
+    if job is None:
+        return False
+    log.info("running job %s (%s) of %s", job["id"], job["kind"], store.dir)
+    status = run_job(store, job)
+    log.info("job %s: %s", job["id"], status)
+    return True
+
+
 def serve(path: Path, *, poll: float = 0.5, once: bool = False, stop: threading.Event | None = None) -> int:
     """Serve jobs of the project(s) at ``path`` until stopped; returns how many jobs ran.
 
-    ``once`` returns after one pass in which there was nothing (more) to do (used by tests and scripts).
+    ``once`` returns after one pass in which there was nothing (more) to do (used by tests and scripts). A
+    project that cannot be opened or fails while served is skipped and reported (see :class:`_Served`).
     """
     stop = stop or threading.Event()
-    stores: dict[Path, Store] = {}
+    served = _Served(path)
     n_run = 0
-    last_recover = 0.0
+    last_recover = time.monotonic()
     while not stop.is_set():
-        for pdir in discover_projects(path):
-            if pdir not in stores:
-                stores[pdir] = Store(pdir)
-                for jid in jobs.recover_stale(stores[pdir]):
-                    log.warning("job %s of %s was left running by a dead worker: marked failed", jid, pdir)
-        if time.monotonic() - last_recover > jobs.stale_after_s():
+        served.refresh()
+        recover = time.monotonic() - last_recover > jobs.stale_after_s()
+        if recover:
             last_recover = time.monotonic()
-            for store in stores.values():
-                jobs.recover_stale(store)
         ran = False
-        for pdir, store in list(stores.items()):
+        for pdir, store in list(served.stores.items()):
             try:
-                check_auto_retrain(store)
-            except Exception:  # a failed check must not stop the worker; the next pass retries
-                log.exception("automatic retrain check of %s failed", pdir)
-            job = jobs.claim_next(store)
-            if job is None:
-                continue
-            log.info("running job %s (%s) of %s", job["id"], job["kind"], pdir)
-            status = run_job(store, job)
-            log.info("job %s: %s", job["id"], status)
-            n_run += 1
-            ran = True
+                if recover:
+                    jobs.recover_stale(store)
+                if _serve_one(store):
+                    n_run += 1
+                    ran = True
+            except Exception as exc:  # this project's database failed: skip it, serve the others
+                served.mark_broken(pdir, f"{type(exc).__name__}: {exc}")
         if once and not ran:
             break
         if not ran:
@@ -216,7 +322,9 @@ def main(path: str | None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("serving %s (projects now: %d)", target.resolve(), len(discover_projects(target)))
+    healthy, broken = scan_projects(target)
+    log.info("serving %s (projects now: %d, %d of them broken)", target.resolve(), len(healthy) + len(broken),
+             len(broken))
     threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     serve(target, stop=stop)
     return 0

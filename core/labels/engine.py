@@ -67,6 +67,9 @@ def recompute(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | 
     params = cfg["params"] if cfg["method"] != "majority" else None
     if params is not None and params.method != cfg["method"]:
         params = None  # not fitted yet for this method: majority until the fit lands
+    if params is None:  # majority vote: one vectorised pass over the touched items (bulk writes touch 10^6)
+        _recompute_majority(store, conn, item_ids, cfg["min_votes"])
+        return
     votes = store.active_votes(item_ids)
     by_item: dict[int, list[cm.Vote]] = {}
     for v in votes:
@@ -92,6 +95,37 @@ def recompute(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | 
         "INSERT OR REPLACE INTO consensus (item_id, label, method, support, n_votes, agreement, confidence,"
         " confirmed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows,
     )
+
+
+def _votes_of(store: Store, item_ids: Sequence[int] | None) -> list:
+    """Active votes of ``item_ids`` (every item when None), oldest first; past 50,000 items one scan of all
+    votes filtered in memory beats 900-id ``IN`` queries."""
+    if item_ids is None or len(item_ids) <= 50_000:
+        return store.active_votes(item_ids)
+    wanted = set(int(i) for i in item_ids)
+    return [v for v in store.active_votes(None) if v["item_id"] in wanted]
+
+
+def _recompute_majority(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | None,
+                        min_votes: int) -> None:
+    """:func:`recompute` for majority vote, with :func:`core.labels.methods.majority_many`."""
+    votes = _votes_of(store, item_ids)
+    if item_ids is None:
+        conn.execute("DELETE FROM consensus")
+    cols = list(zip(*[(v["item_id"], v["annotator"], v["label"], v["kind"]) for v in votes])) or [(), (), (), ()]
+    res = cm.majority_many(*(np.asarray(c, dtype=object if k else np.int64) for k, c in enumerate(cols)),
+                           min_votes=min_votes)
+    keep = (res["n_votes"] > 0) | (res["method"] == "adjudication")
+    gone = set() if item_ids is None else set(int(i) for i in item_ids) - set(res["item_id"][keep].tolist())
+    conn.executemany("DELETE FROM consensus WHERE item_id = ?", [(i,) for i in sorted(gone)])
+    t = _now()
+    nan = lambda x: None if x != x else float(x)  # noqa: E731 - NaN -> NULL
+    conn.executemany(
+        "INSERT OR REPLACE INTO consensus (item_id, label, method, support, n_votes, agreement, confidence,"
+        " confirmed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(int(i), lab, m, int(sup), int(n), nan(ag), nan(cf), int(c), t) for i, lab, m, sup, n, ag, cf, c, k in zip(
+            res["item_id"], res["label"], res["method"], res["support"], res["n_votes"], res["agreement"],
+            res["confidence"], res["confirmed"], keep) if k])
 
 
 #: the last run's out-of-fold arrays read: {(project dir, run id): (train item ids (m,), oof proba (m, K) | None)}
@@ -187,7 +221,7 @@ def recompute_all(store: Store) -> None:
         recompute(store, conn, None)
 
 
-def refit(store: Store, method: str | None = None) -> dict[str, Any]:
+def refit(store: Store, method: str | None = None, *, by: str | None = None) -> dict[str, Any]:
     """Fit the project's consensus method (or ``method``, which becomes the project's method) on all votes
     and rewrite every consensus row.
 
@@ -195,8 +229,11 @@ def refit(store: Store, method: str | None = None) -> dict[str, Any]:
     are at commit time, so a vote that arrived meanwhile is not lost. Model-aware uses the newest run's
     out-of-sample probabilities (:func:`model_proba`).
     Returns ``{"method", "seconds", "n_items", "n_confirmed", "summary"}``.
+    Choosing ``method`` is a settings change: ``by`` needs the ``settings`` permission and it is audited.
     """
-    method = method or settings(store)["method"]
+    chosen = method is not None
+    old_method = settings(store)["method"]
+    method = method or old_method
     check_choice("consensus", "method", method, cparams.METHODS)
     t0 = time.perf_counter()
     lm = label_matrix_from_votes(store.active_votes(kinds=VOTE_KINDS), store.labels())
@@ -211,6 +248,10 @@ def refit(store: Store, method: str | None = None) -> dict[str, Any]:
                                        run_id=None if run is None else run["id"], fitted_at=_now(),
                                        proba_source=source)
     with store.transaction() as conn:
+        if chosen:
+            actor = store.actor(by)
+            role = store.authorize(actor, "settings", conn)
+            store.audit(conn, actor, "consensus_method", role=role, old=old_method, new=method)
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                      ("consensus_method", json.dumps(method)))
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from core.labels.votes import latest_by_annotator, ranked_counts
+from core.labels.votes import VOTE_KINDS, latest_by_annotator, ranked_counts
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,62 @@ def majority(votes: Sequence[Vote], *, min_votes: int = 2) -> ConsensusResult:
         bool(majority_confirmed(support, second, min_votes)),
         "majority",
     )
+
+
+def majority_many(item_ids: np.ndarray, annotators: np.ndarray, labels: np.ndarray, kinds: np.ndarray, *,
+                  min_votes: int = 2) -> dict[str, np.ndarray]:
+    """:func:`majority` of many items at once (bulk writes recompute 10^5-10^6 items inside the write lock).
+
+    Parameters
+    ----------
+    item_ids, annotators, labels, kinds : ndarray (n,)
+        Active votes, oldest first (the order decides which vote of an annotator is their latest).
+    min_votes : int
+
+    Returns
+    -------
+    dict of ndarray (m,), one entry per distinct item with a vote, ascending item id
+        ``item_id`` int64, ``label`` object (None: a tie), ``support`` int64, ``n_votes`` int64,
+        ``agreement`` float64 (NaN: no rater vote), ``confidence`` float64 (NaN likewise; 1 for an
+        adjudication), ``confirmed`` bool, ``method`` object ("majority" or "adjudication"). Equal, item by item,
+        to :func:`majority` (tests/test_consensus_store.py checks it against the loop).
+    """
+    import pandas as pd
+
+    df = pd.DataFrame({"item": np.asarray(item_ids, dtype=np.int64), "annotator": np.asarray(annotators, dtype=object),
+                       "label": np.asarray(labels, dtype=object), "kind": np.asarray(kinds, dtype=object)})
+    items = np.unique(df["item"].to_numpy())
+    rater = df[df["kind"].isin(VOTE_KINDS)].drop_duplicates(["item", "annotator"], keep="last")
+    counts = rater.groupby(["item", "label"], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values(["item", "n"], ascending=[True, False], kind="stable")
+    n_votes = counts.groupby("item")["n"].sum().reindex(items, fill_value=0).to_numpy()
+    first = counts.drop_duplicates("item", keep="first").set_index("item")
+    top = first["n"].reindex(items, fill_value=0).to_numpy()
+    top_label = first["label"].reindex(items).to_numpy(dtype=object)
+    second = (counts[counts.duplicated("item", keep="first")].drop_duplicates("item", keep="first")
+              .set_index("item")["n"].reindex(items, fill_value=0).to_numpy())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        agreement = np.where(n_votes > 0, top / np.maximum(n_votes, 1), np.nan)
+    label = np.where(top == second, None, top_label).astype(object)
+    confirmed = majority_confirmed(top, second, min_votes) & (n_votes > 0)
+    method = np.full(len(items), "majority", dtype=object)
+    support = top.astype(np.int64)
+    confidence = agreement.copy()
+    adj = df[df["kind"] == "adjudication"].drop_duplicates("item", keep="last").set_index("item")["label"]
+    if len(adj):
+        pos = np.searchsorted(items, adj.index.to_numpy())
+        adj_support = (counts.set_index(["item", "label"])["n"]
+                       .reindex(list(zip(adj.index, adj.to_numpy())), fill_value=0).to_numpy())
+        label[pos] = adj.to_numpy(dtype=object)
+        support[pos] = adj_support
+        with np.errstate(invalid="ignore", divide="ignore"):
+            agreement[pos] = np.where(n_votes[pos] > 0, adj_support / np.maximum(n_votes[pos], 1), np.nan)
+        confidence[pos] = 1.0
+        confirmed[pos] = True
+        method[pos] = "adjudication"
+    return {"item_id": items, "label": label, "support": support, "n_votes": n_votes.astype(np.int64),
+            "agreement": agreement, "confidence": confidence, "confirmed": np.asarray(confirmed, dtype=bool),
+            "method": method}
 
 
 # ---------------------------------------------------------------------------------------------------------------

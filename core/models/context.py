@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -71,7 +70,9 @@ class TrainOutput:
                                          k = 0) means no label for that item (reid before identities are named)
     config : dict                        the resolved configuration (stored with the run)
     metrics : dict                       e.g. cross-validated macro-F1
-    artefacts : dict[str, object]        objects saved with joblib under the run's folder
+    artefacts : dict[str, object]        objects saved under the run's folder by
+                                         :func:`core.io.artefacts.save_artefact` (plain trees as .npz;
+                                         anything else as a signed pickle)
     embeddings : ndarray (n, e) | None   model embedding for the map (features used when None)
     clusters : ndarray (n,) int | None   the model's own clusters (k-means on the embedding when None)
     pseudo_labels : list[dict]           machine labels to store as "pseudo" annotations of the new run:
@@ -114,22 +115,30 @@ class Canceller:
 
 
 def load_previous_state(ctx: TrainContext, name: str, family: str, warm_start: bool) -> tuple[dict | None, str]:
-    """The previous run's ``<name>.joblib`` artefact for a warm start, or None and why not.
+    """The previous run's artefact ``name`` for a warm start, or None and why not.
 
-    None when ``warm_start`` is off, there is no previous run of the family, the file is missing, or it cannot
-    be read (a damaged artefact must not stop a retrain: the run starts fresh and says why). Whether the state
-    fits the new run is the family's own check.
+    The artefact is read with :func:`core.io.artefacts.load_artefact`: a plain tree (``<name>.npz``: arrays and
+    plain values, no pickle) or a pickle this installation signed (``<name>.joblib``). None when ``warm_start``
+    is off, there is no previous run of the family, the file is missing, it is a pickle this installation did
+    not sign (a project copied from elsewhere, a replaced file: it is never unpickled), or it cannot be read (a
+    damaged artefact must not stop a retrain: the run starts fresh and says why). Whether the state fits the
+    new run is the family's own check.
     """
-    import joblib
+    from core.io.artefacts import UntrustedArtefact, artefact_path, load_artefact
 
     if not warm_start:
         return None, "disabled (warm_start=False)"
     if ctx.previous is None or ctx.previous_dir is None:
         return None, f"no previous {family} run"
-    path = Path(ctx.previous_dir) / f"{name}.joblib"
-    if not path.is_file():
-        return None, f"no {path.name} in the previous run"
+    path = artefact_path(ctx.previous_dir, name)
+    if path is None:
+        return None, f"no {name}.npz in the previous run"
     try:
-        return joblib.load(path), f"from run {ctx.previous.get('id')}"
-    except Exception as exc:
-        return None, f"previous state unreadable ({type(exc).__name__}: {exc})"
+        state = load_artefact(ctx.previous_dir, name, remedy="this run starts fresh instead (as with warm_start=False)")
+    except UntrustedArtefact as exc:
+        return None, f"previous state refused, fresh fit: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any damage: the run starts fresh and records why
+        return None, f"previous state unreadable, fresh fit ({type(exc).__name__}: {exc})"
+    if not isinstance(state, dict):
+        return None, f"previous state unreadable, fresh fit ({path.name} holds a {type(state).__name__}, not a dict)"
+    return state, f"from run {ctx.previous.get('id')}"

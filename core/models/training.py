@@ -157,8 +157,10 @@ def train_model(
     should_cancel: Callable[[], bool] | None = None,
     project_map: bool = True,
     on_publish: Callable[[Any, int], None] | None = None,
+    by: str | None = None,
 ) -> int:
-    """Train ``model`` on the confirmed labels and publish a new run; returns its id.
+    """Train ``model`` on the confirmed labels and publish a new run; returns its id. ``by``: who asked for
+    it (the job's requester), recorded with the published run in the audit log.
 
     ``on_publish(conn, run_id)`` (a job's :func:`core.jobs.queue.publisher`) runs inside the publish
     transaction: it raises when the job is no longer this worker's, so nothing is published then (and the
@@ -262,7 +264,7 @@ def train_model(
                 parent_id=None if previous is None else previous["id"], job_id=job_id,
                 extractor="+".join(feats.extractors), device=device, train_seconds=train_seconds,
                 pseudo_labels=[(int(feats.ids[p["row"]]), p["label"], p["confidence"], p["round"])
-                               for p in pseudo],
+                               for p in pseudo], by=by,
             )
             if on_publish is not None:
                 on_publish(conn, run_id)
@@ -395,23 +397,24 @@ def kmeans_clusters(X: np.ndarray, *, n_clusters: int, random_state: int = 0) ->
 
 
 def _write_artefacts(store, model, out, ids, proba, classes, clusters, emb, arrays: dict | None = None) -> Path:
-    import joblib
+    """Write a run's folder: arrays as ``.npy`` (never pickled), classes as JSON, and each of the family's
+    ``out.artefacts`` through :func:`core.io.artefacts.save_artefact` (a plain tree ``<name>.npz`` when it is
+    made of arrays and plain values, else a signed pickle ``<name>.joblib``). Returns the folder."""
+    from core.io.artefacts import save_artefact
 
     final = store.dir / "runs" / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tmp = final.with_name(final.name + ".tmp")
     tmp.mkdir(parents=True)
-    np.save(tmp / "item_ids.npy", ids)
-    np.save(tmp / "proba.npy", proba)
-    np.save(tmp / "clusters.npy", clusters)
-    for name, arr in (arrays or {}).items():  # annotated_item_ids (items labelled when training read the labels), train_item_ids
-        np.save(tmp / f"{name}.npy", arr)
-    for name, arr in getattr(out, "arrays", {}).items():  # a family's own per-item arrays (IIC: overclusters)
-        np.save(tmp / f"{name}.npy", np.asarray(arr))
+    npy = {"item_ids": ids, "proba": proba, "clusters": clusters,
+           **(arrays or {}),  # annotated_item_ids (items labelled when training read the labels), train_item_ids
+           **getattr(out, "arrays", {})}  # a family's own per-item arrays (IIC: overclusters)
     if out.embeddings is not None:
-        np.save(tmp / "embeddings.npy", np.asarray(out.embeddings, dtype=np.float32))
+        npy["embeddings"] = np.asarray(out.embeddings, dtype=np.float32)
+    for name, arr in npy.items():
+        np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
     (tmp / "classes.json").write_text(json.dumps(classes))
     for name, obj in out.artefacts.items():
-        joblib.dump(obj, tmp / f"{name}.joblib")
+        save_artefact(tmp, name, obj)
     os.replace(tmp, final)
     return final
 

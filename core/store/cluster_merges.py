@@ -87,16 +87,25 @@ def add_merges(store: Store, run_id: int, pairs: Iterable[tuple[int, int]], *, m
     """Record that each ``cluster`` of the run is now shown as part of ``into_cluster`` (one transaction)."""
     migrate_merges_file(store)
     t = now()
+    pairs = [(int(c), int(i)) for c, i in pairs]
+    by = store.actor(merged_by)
     with store.transaction() as conn:
+        role = store.authorize(by, "merge_clusters", conn)
         conn.executemany(
             "INSERT INTO cluster_merges (run_id, cluster, into_cluster, merged_by, created_at, reset_at) "
-            "VALUES (?, ?, ?, ?, ?, NULL)", [(int(run_id), int(c), int(i), merged_by, t) for c, i in pairs])
+            "VALUES (?, ?, ?, ?, ?, NULL)", [(int(run_id), c, i, merged_by, t) for c, i in pairs])
+        store.audit(conn, by, "merge_clusters", role=role, n=len(pairs), run=int(run_id), merges=pairs[:20])
 
 
-def reset_merges(store: Store, run_id: int) -> int:
-    """Set ``reset_at`` on the run's active merges (the rows are kept); returns how many were reset."""
+def reset_merges(store: Store, run_id: int, *, by: str | None = None) -> int:
+    """Set ``reset_at`` on the run's active merges (the rows are kept); returns how many were reset.
+    ``by`` needs the ``merge_clusters`` permission."""
     migrate_merges_file(store)
+    by = store.actor(by)
     with store.transaction() as conn:
+        role = store.authorize(by, "merge_clusters", conn)
         cur = conn.execute("UPDATE cluster_merges SET reset_at = ? WHERE run_id = ? AND reset_at IS NULL",
                            (now(), int(run_id)))
+        if cur.rowcount:
+            store.audit(conn, by, "reset_merges", role=role, n=int(cur.rowcount), run=int(run_id))
         return int(cur.rowcount)

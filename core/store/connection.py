@@ -8,6 +8,7 @@ savepoints (sqlite-utils >= 4 nests ``atomic()``), so they join the caller's tra
 """
 from __future__ import annotations
 
+import getpass
 import os
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import sqlite_utils
 
-from core.errors import ProjectNotFound, StoreError
+from core.errors import ProjectNotFound, StoreError, check_choice
 from core.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 DB_NAME = "project.db"
@@ -54,9 +55,17 @@ class StoreBase:
     memory_name : str, optional
         Open the named shared in-memory database instead (``Store.in_memory``, for fast tests); the
         project folder then only holds files (features, runs).
+    origin : {"library", "app", "cli", "worker"}
+        Who opened the store: recorded with every audit row. Writes from ``app`` and ``library`` are checked
+        against the project's accounts and roles (:mod:`core.store.users`); the CLI's and the worker's are not.
     """
 
-    def __init__(self, project_dir: str | os.PathLike, *, memory_name: str | None = None):
+    def __init__(self, project_dir: str | os.PathLike, *, memory_name: str | None = None, origin: str = "library"):
+        from core.store.audit import ORIGINS
+
+        check_choice("Store", "origin", origin, ORIGINS)
+        self.origin = origin
+        self.default_actor: str | None = None  # who writes are recorded under when a call names nobody (CLI --user)
         self.dir = Path(project_dir).resolve()
         self.path = self.dir / DB_NAME
         self.memory_name = memory_name
@@ -70,7 +79,11 @@ class StoreBase:
         if memory_name is not None:  # a shared in-memory database lives while one connection is open
             self._keepalive = self._connect()
         self._run_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # one run's ids and memory-mapped proba
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:  # not a database at all, or a damaged one
+            raise StoreError(f"{self.path} is not a readable project database ({exc}); restore it from a backup "
+                             "('python -m core restore BACKUP PROJECT').") from exc
 
     def _connect(self) -> sqlite3.Connection:
         if self.memory_name is not None:
@@ -83,7 +96,24 @@ class StoreBase:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys=ON")
+        # REPLACE conflict resolution deletes the old row; without this it would bypass the DELETE triggers
+        conn.execute("PRAGMA recursive_triggers=ON")
         return conn
+
+    def actor(self, by: str | None) -> str:
+        """Who a write is recorded under: ``by`` when given, else the worker (for the worker) or the OS user."""
+        from core.store.settings import validate_annotator_name  # settings builds on this module
+
+        if by is not None:
+            return validate_annotator_name(by, "the store", "by")
+        if self.default_actor is not None:
+            return validate_annotator_name(self.default_actor, "the command line", "--user")
+        if self.origin == "worker":
+            return "worker"
+        try:
+            return getpass.getuser()
+        except Exception:  # no user name in the environment (some containers)
+            return "unknown"
 
     @staticmethod
     def new_memory_name() -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,24 @@ class ItemRow:
 
 
 class ItemsMixin(StoreBase):
-    def add_source(self, root: Path, *, kind: str, spec: str) -> int:
-        """Register a media root (idempotent) and return its id."""
+    def _stored_root(self, root: Path) -> str:
+        """A media root as the ``sources`` table keeps it: relative to the project folder when inside it."""
         root = Path(root).resolve()
         try:
-            stored = str(root.relative_to(self.dir))
+            return str(root.relative_to(self.dir))
         except ValueError:
-            stored = str(root)
+            return str(root)
+
+    def find_source(self, root: Path, *, kind: str, spec: str) -> int | None:
+        """The id of the source registered for ``(root, kind, spec)``, or None; writes nothing."""
+        row = self.conn.execute("SELECT id FROM sources WHERE root = ? AND kind = ? AND spec = ?",
+                                (self._stored_root(root), kind, spec)).fetchone()
+        return None if row is None else row[0]
+
+    def add_source(self, root: Path, *, kind: str, spec: str) -> int:
+        """Register a media root (idempotent) and return its id. Inside a caller's transaction it joins it, so
+        an import that fails leaves no ``sources`` row behind."""
+        stored = self._stored_root(root)
         with self.transaction() as conn:
             self.db["sources"].insert({"root": stored, "kind": kind, "spec": spec, "created_at": now()}, ignore=True)
             return conn.execute(
@@ -96,6 +108,11 @@ class ItemsMixin(StoreBase):
             found.update({r[0]: r[1] for r in self.conn.execute(q, chunk)})
         return found
 
+    def item_ids_for_source(self, source_id: int) -> dict[str, int]:
+        """``{uri: item id}`` of every item of one source (one query, for the votes of an import)."""
+        q = "SELECT uri, id FROM items WHERE source_id = ?"
+        return {r[0]: r[1] for r in self.conn.execute(q, (source_id,))}
+
     def item_id_for_uri(self, source_id: int, uri: str) -> int | None:
         row = self.conn.execute("SELECT id FROM items WHERE source_id = ? AND uri = ?", (source_id, uri)).fetchone()
         return row[0] if row else None
@@ -136,6 +153,17 @@ class ItemsMixin(StoreBase):
                 for r in rows]
 
 
+#: the caption suffix of an image+caption item's uri: ``#t=`` and hex digits at the very end. A media file's own
+#: name never ends so (it ends in an extension such as ``.jpg``), so ``photo#t=1.jpg`` keeps its whole name.
+_CAPTION_SUFFIX = re.compile(r"#t=[0-9a-f]+\Z")
+
+
 def uri_path(uri: str) -> str:
-    """The media path part of an item uri (image+caption items append ``#t=<caption hash>``)."""
-    return uri.split("#t=", 1)[0]
+    """The media path part of an item uri: the file's real name, with only an image+caption item's trailing
+    ``#t=<caption hash>`` removed (the uri is a file path, never parsed as a URL: ``a?b.png``, ``%20.png`` and
+    ``photo#t=1.jpg`` are names of files).
+
+    >>> uri_path("photo#t=1.jpg"), uri_path("photo#t=1.jpg#t=0a1b2c3d4e5f"), uri_path("%20.png")
+    ('photo#t=1.jpg', 'photo#t=1.jpg', '%20.png')
+    """
+    return _CAPTION_SUFFIX.sub("", uri)

@@ -101,7 +101,10 @@ class PairVotesMixin(StoreBase):
         if len(arr) == 0:
             return []
         t = now()
+        # one pair at a time is an annotator's decision; a batch (a merge or split) is a reviewer's
+        permission = "vote_pairs" if batch is None else "merge_identities"
         with self.transaction() as conn:
+            role = self.authorize(annotator, permission, conn)
             self._check_items(conn, np.unique(arr))
             self._ensure_annotator(conn, annotator)
             last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM pair_votes").fetchone()[0]
@@ -109,6 +112,8 @@ class PairVotesMixin(StoreBase):
                 "INSERT INTO pair_votes (item_a, item_b, annotator, decision, batch, seconds, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(a, b, annotator, decision, batch, seconds, t) for a, b in arr.tolist()])
+            self.audit(conn, annotator, "pair_vote" if batch is None else "pair_batch", role=role, n=len(arr),
+                       decision=decision, pairs=arr[:20].tolist(), batch=batch)
             # the write lock is held: the rows above the previous maximum are this call's, in insertion order
             return [r[0] for r in conn.execute("SELECT id FROM pair_votes WHERE id > ? ORDER BY id", (last,))]
 
@@ -124,7 +129,7 @@ class PairVotesMixin(StoreBase):
             raise ValidationError(f"The 'pairs' parameter of vote_pairs must name items of this project. Got the "
                                   f"unknown item id(s) {missing[:5]}.")
 
-    def retract_pair_votes(self, vote_ids: Sequence[int], *, by: str) -> int:
+    def retract_pair_votes(self, vote_ids: Sequence[int], *, by: str, _action: str = "retract_pairs") -> int:
         """Retract pair votes (undo); nothing is deleted. Returns how many were newly retracted.
 
         Parameters
@@ -152,9 +157,16 @@ class PairVotesMixin(StoreBase):
             if missing:
                 raise ValidationError(f"The 'vote_ids' parameter of retract_pair_votes must name pair votes. "
                                       f"Got the unknown id(s) {missing[:5]}.")
+            owners: set[str] = set()
+            for chunk in chunks(ids):
+                owners.update(r[0] for r in conn.execute(
+                    f"SELECT DISTINCT annotator FROM pair_votes WHERE id IN ({placeholders(len(chunk))})", chunk))
+            role = self.authorize(by, "undo_own" if owners <= {by} else "retract_others", conn)
             cur = conn.executemany(
                 "INSERT OR IGNORE INTO pair_retractions (vote_id, annotator, created_at) VALUES (?, ?, ?)",
                 [(i, by, now()) for i in ids])
+            if cur.rowcount:
+                self.audit(conn, by, _action, role=role, n=int(cur.rowcount), votes=ids[:20])
             return int(cur.rowcount)
 
     def undo_last_pair_votes(self, annotator: str) -> list[int]:
@@ -175,7 +187,7 @@ class PairVotesMixin(StoreBase):
             else:
                 ids = [int(r[0]) for r in conn.execute(
                     _ACTIVE + " AND v.annotator = ? AND v.batch = ? ORDER BY v.id", (annotator, row["batch"]))]
-            self.retract_pair_votes(ids, by=annotator)
+            self.retract_pair_votes(ids, by=annotator, _action="undo_pairs")
         return ids
 
     def active_pair_votes(self, item_ids: Sequence[int] | None = None) -> list[sqlite3.Row]:

@@ -31,6 +31,7 @@ from core.store.pair_votes import PairVotesMixin
 from core.store.runs import RunsMixin
 from core.store.schema import MODALITIES
 from core.store.settings import SettingsMixin, validate_annotator_name, validate_label_name
+from core.store.users import UsersMixin
 
 __all__ = ["Store", "ItemRow", "DB_NAME", "BUSY_TIMEOUT_S", "HUMAN_KINDS", "now", "uri_path",
            "validate_label_name", "validate_annotator_name"]
@@ -38,7 +39,7 @@ __all__ = ["Store", "ItemRow", "DB_NAME", "BUSY_TIMEOUT_S", "HUMAN_KINDS", "now"
 FOLDERS = ("features", "runs", "projections", "media")
 
 
-class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMixin, StoreBase):
+class Store(UsersMixin, SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMixin, StoreBase):
     """The project store of one project folder.
 
     Parameters
@@ -58,8 +59,11 @@ class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMix
         labels: Sequence[str] = (),
         min_votes: int = 2,
         extractor: str | None = None,
+        origin: str = "library",
+        by: str | None = None,
     ) -> "Store":
-        """Create a new project folder (or refuse when one exists there) and return its store."""
+        """Create a new project folder (or refuse when one exists there) and return its store, opened from
+        ``origin``. ``by`` (recorded in the audit log) is who creates it."""
         _check_new(modality, min_votes)
         pdir = Path(project_dir)
         if (pdir / DB_NAME).exists():
@@ -72,9 +76,9 @@ class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMix
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         conn.commit()
         conn.close()
-        store = cls(pdir)
+        store = cls(pdir, origin=origin)
         store._initialise(modality=modality, name=name or pdir.resolve().name, labels=labels,
-                          min_votes=min_votes, extractor=extractor)
+                          min_votes=min_votes, extractor=extractor, by=by)
         return store
 
     @classmethod
@@ -88,16 +92,17 @@ class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMix
             (pdir / sub).mkdir(parents=True, exist_ok=True)
         store = cls(pdir, memory_name=cls.new_memory_name())
         store._initialise(modality=modality, name=pdir.resolve().name, labels=labels, min_votes=min_votes,
-                          extractor=None)
+                          extractor=None, by=None)
         return store
 
     def _initialise(self, *, modality: str, name: str, labels: Sequence[str], min_votes: int,
-                    extractor: str | None) -> None:
-        """Write a new project's settings and label set."""
+                    extractor: str | None, by: str | None) -> None:
+        """Write a new project's settings and label set (audited as ``create_project`` by ``by``)."""
         store = self
+        by = self.actor(by)
         from core.features import default_extractor
 
-        with store.transaction():
+        with store.transaction() as conn:
             settings = {
                 "name": name,
                 "modality": modality,
@@ -106,8 +111,9 @@ class Store(SettingsMixin, ItemsMixin, AnnotationsMixin, PairVotesMixin, RunsMix
                 "created_at": now(),
             }
             store.db["meta"].upsert_all([{"key": k, "value": json.dumps(v)} for k, v in settings.items()], pk="key")
-        if labels:
-            store.add_labels(labels)
+            store.audit(conn, by, "create_project", **settings)
+            if labels:
+                store.add_labels(labels, by=by)
 
     def overview(self) -> dict[str, Any]:
         """Counts for the home page and ``status``."""

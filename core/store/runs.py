@@ -34,13 +34,16 @@ class RunsMixin(StoreBase):
         device: str | None = None,
         train_seconds: float | None = None,
         pseudo_labels: Sequence[tuple[int, str, float, int]] = (),
+        by: str | None = None,
     ) -> int:
         """Publish a finished model version and its predictions atomically; returns the run id.
 
         Arrays: ``item_ids`` (n,), ``confidences`` (n,), ``clusters`` (n,) or None, ``coords`` (n, 2) or None.
         ``pseudo_labels`` ``(item_id, label, confidence, round)`` are stored in the same transaction as machine
         annotations of the run (annotator ``model:<model>``); they never count towards the consensus.
+        ``by``: who asked for the run (the job's requester; needs the ``retrain`` permission; audited).
         """
+        by = self.actor(by)
         n = len(item_ids)
         try:
             rel = str(Path(artefact_dir).resolve().relative_to(self.dir))
@@ -58,6 +61,7 @@ class RunsMixin(StoreBase):
             for i in range(n)
         )
         with self.transaction() as conn:
+            role = self.authorize(by, "retrain", conn)
             run_id = self.db["runs"].insert(
                 {"model": model, "config": json.dumps(config), "metrics": json.dumps(metrics), "parent_id": parent_id,
                  "job_id": job_id, "extractor": extractor, "artefact_dir": rel, "device": device, "n_items": n,
@@ -79,6 +83,8 @@ class RunsMixin(StoreBase):
                 )
             if job_id is not None:
                 conn.execute("UPDATE jobs SET run_id = ? WHERE id = ?", (run_id, job_id))
+            self.audit(conn, by, "publish_run", role=role, n=n, run=int(run_id), model=model, job=job_id,
+                       labelled=int(n_labelled), pseudo_labels=len(pseudo_labels))
         return run_id
 
     def runs(self, model: str | None = None) -> list[dict]:

@@ -2,7 +2,7 @@
 
 Each migration is a function of a sqlite-utils Database (a SQL script, or sqlite-utils table creation) run in one transaction together with the update of the recorded version;
 the index of the script plus one is the schema version it produces. ``meta.schema_version`` records what a database has.
-Annotations, pair votes, runs and predictions are append-only: triggers refuse UPDATE and DELETE on them, so a bug
+Annotations, pair votes, their retractions, runs, predictions and the audit log are append-only: triggers refuse UPDATE and DELETE on them, so a bug
 elsewhere cannot lose a vote or rewrite a published model version.
 """
 from __future__ import annotations
@@ -231,6 +231,43 @@ _V4 = """
 """
 
 
+# v5: accounts and the audit log (issue 15). ``users`` holds one row per account of the project with its role and
+# the argon2id hash of its password (never the password; NULL when the account signs in through the
+# organisation's OpenID Connect provider only). ``audit_log`` is append-only: who (the signed-in user, the CLI's
+# named or OS user, or the worker acting for whoever requested a job) did what, when, from where. Retractions
+# become immutable too (v1 only refused DELETE on them).
+_V5 = """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT,            -- argon2id encoded hash; NULL: OpenID Connect sign-in only
+            role TEXT NOT NULL CHECK (role IN ('annotator', 'reviewer', 'admin')),
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_by TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            created_at REAL NOT NULL,
+            user TEXT NOT NULL,            -- who acted
+            role TEXT,                     -- their role then (NULL: the CLI or a project without accounts)
+            origin TEXT NOT NULL,          -- app | cli | worker | library
+            action TEXT NOT NULL,          -- vote, adjudicate, bulk_label, undo, import, settings, retrain, ...
+            n INTEGER,                     -- rows the action wrote, when it wrote many
+            details TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX audit_log_user ON audit_log(user, id);
+        CREATE INDEX audit_log_action ON audit_log(action, id);
+
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER retractions_no_update BEFORE UPDATE ON retractions
+        BEGIN SELECT RAISE(ABORT, 'retractions are append-only'); END;
+"""
+
+
 #: migration i + 1 produces schema version i + 1; each runs inside the store's write transaction
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_sql(_V1), _v2, _sql(_V3), _sql(_V4)]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_sql(_V1), _v2, _sql(_V3), _sql(_V4), _sql(_V5)]
 SCHEMA_VERSION = len(MIGRATIONS)

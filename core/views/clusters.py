@@ -158,10 +158,10 @@ def merge_clusters(store: Store, run_id: int, clusters: Sequence[int], *, merged
     return target
 
 
-def reset_cluster_merges(store: Store, run_id: int) -> None:
-    """Forget every merge of a run (its clusters are shown as the run published them again)."""
+def reset_cluster_merges(store: Store, run_id: int, *, by: str | None = None) -> None:
+    """Forget every merge of a run (its clusters are shown as the run published them again); ``by`` is who."""
     run = _require_run(store, run_id, "reset_cluster_merges")
-    merges_store.reset_merges(store, run["id"])
+    merges_store.reset_merges(store, run["id"], by=by)
 
 
 # ---------------------------------------------------------------------------------------------- clusters

@@ -72,12 +72,13 @@ def confirmed_rule(store: Store) -> str:
 
 
 def consensus_apply(store: Store, *, method: str, min_votes: int, min_confidence: float,
-                    weight_by_confidence: bool) -> dict[str, Any]:
-    """Save the Consensus page's choices and refit the method on every vote (one call from the page)."""
-    store.set_setting("min_votes", int(min_votes))
-    store.set_setting("min_confidence", float(min_confidence))
-    store.set_setting("weight_by_confidence", bool(weight_by_confidence))
-    return consensus_engine.refit(store, method)
+                    weight_by_confidence: bool, by: str | None = None) -> dict[str, Any]:
+    """Save the Consensus page's choices and refit the method on every vote (one call from the page);
+    ``by`` (an admin) is who changes them."""
+    store.set_setting("min_votes", int(min_votes), by=by)
+    store.set_setting("min_confidence", float(min_confidence), by=by)
+    store.set_setting("weight_by_confidence", bool(weight_by_confidence), by=by)
+    return consensus_engine.refit(store, method, by=by)
 
 
 def adjudicate(store: Store, item_id: int, label: str, *, reviewer: str) -> int:

@@ -369,6 +369,7 @@ def name_identity(store: Store, item_ids: Sequence[int], name: str, *, annotator
     name = validate_label_name(name)
     ids = sorted({int(i) for i in item_ids})
     check_param("name_identity", "item_ids", list(item_ids), len(ids) > 0, "a non-empty list of item ids")
-    store.add_labels([name])
-    return len(store.annotate_many([(i, name) for i in ids], annotator=annotator, kind="bulk", skip_existing=True))
+    store.add_labels([name], by=annotator, permission="merge_identities")
+    return len(store.annotate_many([(i, name) for i in ids], annotator=annotator, kind="bulk", skip_existing=True,
+                                   permission="merge_identities"))
 

@@ -6,7 +6,10 @@ on 100k items takes minutes. So the projection of one feature set (one ``key``, 
 are not plain file names):
 
 * ``model-<token>.joblib``: the fitted :class:`umap.UMAP` (it keeps its training data and k-NN
-  graph, which :meth:`umap.UMAP.transform` needs);
+  graph, which :meth:`umap.UMAP.transform` needs), a pickle signed by this installation
+  (:mod:`core.io.artefacts`): one it did not sign (a project copied from elsewhere, a replaced file) is
+  never unpickled, and the map is refitted instead, with the reason in ``state.json``'s
+  ``extra.last_refit_reason``;
 * ``coords-<token>.npz``: ``ids`` (m,) and ``coords`` (m, 2) float32 of every item projected so far,
   and ``fit_ids`` (the items the model was fitted on);
 * ``state.json``: the UMAP parameters, the file names above, and counters (``n_fits``,
@@ -23,7 +26,7 @@ are not plain file names):
   orientation;
 * drops ids that are no longer asked for from the cache;
 * refits when there is no cache, the parameters or the feature dimension changed, or a cached
-  file is missing.
+  file is missing, damaged or (the model) not signed by this installation.
 
 The cache is keyed by ``key`` only: the caller must use a new key when the features of existing
 items change (a new extractor, a new checkpoint), since cached coordinates are never recomputed.
@@ -53,11 +56,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
 import uuid
 import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -66,7 +71,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from core.errors import StoreError, check_choice, check_param
+from core.errors import check_choice, check_param
 
 __all__ = [
     "MIN_UMAP_POINTS",
@@ -97,6 +102,7 @@ PCA_INIT_N = 10_000
 _INITS = ("auto", "spectral", "pca", "random")
 
 _OWNER = "project"
+log = logging.getLogger(__name__)
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=@-]{0,127}$")
 _STATE = "state.json"
 _FORMAT = 1
@@ -192,7 +198,10 @@ def load_state(cache_dir: Path | str, key: str) -> ProjectionState | None:
     Returns
     -------
     ProjectionState or None
-        ``None`` when nothing usable is cached (no state, a newer format, or a missing file).
+        ``None`` when nothing usable is cached: no state, a newer format, a missing file, or a damaged one
+        (unreadable JSON or ``.npz``, coordinates that do not match the ids, file names that are not this
+        module's own, such as a path out of the folder in a received project); damage is logged with the
+        folder, and the next :func:`project` refits.
     """
     folder = _key_dir(Path(cache_dir), key)
     state_path = folder / _STATE
@@ -200,26 +209,57 @@ def load_state(cache_dir: Path | str, key: str) -> ProjectionState | None:
         return None
     try:
         meta = json.loads(state_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError) as exc:
+        log.warning("projection cache %s: unreadable %s (%s); it is refitted", folder, _STATE, exc)
         return None
-    if meta.get("format") != _FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         return None
-    coords_path = folder / meta["coords_file"]
-    if not coords_path.is_file():
+    try:
+        return _read_state(folder, key, meta)
+    except FileNotFoundError:
         return None
-    with np.load(coords_path, allow_pickle=False) as npz:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("projection cache %s is damaged (%s: %s); it is refitted", folder, type(exc).__name__, exc)
+        return None
+
+
+_MODEL_FILE_RE = re.compile(r"^(model-[0-9a-f]{1,32}\.joblib)?$")
+_COORDS_FILE_RE = re.compile(r"^coords-[0-9a-f]{1,32}\.npz$")
+
+
+def _read_state(folder: Path, key: str, meta: dict) -> ProjectionState:
+    """The :class:`ProjectionState` of ``meta`` (the parsed ``state.json``) and its coordinates file.
+
+    Raises ValueError / KeyError / TypeError / OSError on anything damaged or foreign."""
+    model_file, coords_file = meta["model_file"], meta["coords_file"]
+    if not (isinstance(model_file, str) and _MODEL_FILE_RE.match(model_file)
+            and isinstance(coords_file, str) and _COORDS_FILE_RE.match(coords_file)):
+        raise ValueError(f"file names {model_file!r} / {coords_file!r} are not this cache's own")
+    with np.load(folder / coords_file, allow_pickle=False) as npz:
         ids, coords, fit_ids = npz["ids"], npz["coords"], npz["fit_ids"]
+    if ids.ndim != 1 or coords.shape != (ids.shape[0], 2) or fit_ids.ndim != 1:
+        raise ValueError(f"coordinates of shape {coords.shape} for {ids.shape} ids")
     return ProjectionState(
         key=key, params=ProjectionParams(**meta["params"]), ids=ids, coords=coords.astype(np.float32),
         fit_ids=fit_ids, n_fits=int(meta["n_fits"]), n_transforms=int(meta["n_transforms"]),
-        model_file=meta["model_file"], coords_file=meta["coords_file"], updated_at=meta.get("updated_at", ""),
-        extra=meta.get("extra", {}),
+        model_file=model_file, coords_file=coords_file, updated_at=str(meta.get("updated_at", "")),
+        extra=dict(meta.get("extra", {})),
     )
 
 
 def load_model(cache_dir: Path | str, key: str, state: ProjectionState | None = None) -> Any | None:
-    """Unpickle the fitted :class:`umap.UMAP` of ``key``, or ``None`` when there is none."""
-    import joblib
+    """The fitted :class:`umap.UMAP` of ``key``, or ``None`` when there is none.
+
+    The model is a pickle signed by this installation (:func:`core.io.artefacts.write_signed_pickle`); its
+    signature is checked before it is unpickled.
+
+    Raises
+    ------
+    core.io.artefacts.UntrustedArtefact
+        When the model file carries no valid signature of this installation (a project copied from elsewhere,
+        a replaced file); it is not unpickled. :func:`project` then refits and records why.
+    """
+    from core.io.artefacts import read_signed_pickle
 
     state = state if state is not None else load_state(cache_dir, key)
     if state is None or not state.model_file:
@@ -227,7 +267,8 @@ def load_model(cache_dir: Path | str, key: str, state: ProjectionState | None = 
     path = _key_dir(Path(cache_dir), key) / state.model_file
     if not path.is_file():
         return None
-    return joblib.load(path)
+    return read_signed_pickle(path, remedy=f"recompute the projection (the next retrain refits it, or clear the "
+                                           f"cache of {key!r})")
 
 
 def clear(cache_dir: Path | str, key: str) -> None:
@@ -246,13 +287,13 @@ def clear(cache_dir: Path | str, key: str) -> None:
 
 
 def _save(folder: Path, state: ProjectionState, model: Any | None, previous: ProjectionState | None) -> None:
-    """Write the coords (and model, when given) under fresh names, then commit ``state.json``."""
-    import joblib
+    """Write the coords (and model, when given, as a signed pickle) under fresh names, then commit ``state.json``."""
+    from core.io.artefacts import write_signed_pickle
 
     token = uuid.uuid4().hex[:12]
     if model is not None:
         state.model_file = f"model-{token}.joblib"
-        _atomic_write(folder / state.model_file, lambda p: joblib.dump(model, p))
+        _atomic_write(folder / state.model_file, lambda p: write_signed_pickle(p, model))
     state.coords_file = f"coords-{token}.npz"
 
     def write_npz(p: Path) -> None:
@@ -535,6 +576,9 @@ def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, 
         if outside > refit_fraction * state.fit_ids.shape[0]:
             reason = (f"{outside} items outside the fitted set exceed refit_fraction={refit_fraction} "
                       f"of {state.fit_ids.shape[0]}")
+    model = None
+    if not reason and state is not None and not known.all():  # new items to place: the model is needed
+        model, reason = _cached_model(cache_dir, key, state)
 
     if reason or state is None:
         report(0.05, f"fitting UMAP on {n} items ({reason})")
@@ -565,9 +609,6 @@ def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, 
     n_removed = int(state.ids.shape[0] - known.sum())
     if n_new:
         report(0.1, f"placing {n_new} new items with the fitted UMAP")
-        model = load_model(cache_dir, key, state)
-        if model is None:
-            raise StoreError(f"The projection cache of {key!r} lost its model while it was being read; run again.")
         with _quiet():
             coords[new] = np.asarray(model.transform(X[new]), np.float32)
     if n_new or n_removed:
@@ -580,6 +621,21 @@ def project(ids: np.ndarray, X: np.ndarray, cache_dir: Path | str, *, key: str, 
         _save(folder, new_state, None, state)
     report(1.0, f"{n - n_new} cached, {n_new} placed, {n_removed} dropped")
     return coords
+
+
+def _cached_model(cache_dir: Path, key: str, state: ProjectionState) -> tuple[Any | None, str]:
+    """The cached UMAP model of ``key`` to place new items with, or None and why the map is refitted instead
+    (a model this installation did not sign is never unpickled; one that vanished is refitted too)."""
+    from core.io.artefacts import UntrustedArtefact
+
+    try:
+        model = load_model(cache_dir, key, state)
+    except UntrustedArtefact as exc:
+        log.warning("projection cache %s: %s", _key_dir(cache_dir, key), exc)
+        return None, f"cached model refused: {exc}"
+    except OSError as exc:
+        return None, f"cached model unreadable ({type(exc).__name__}: {exc})"
+    return (model, "") if model is not None else (None, "cached model missing")
 
 
 class Projection:
@@ -627,7 +683,8 @@ class Projection:
         return load_state(self.cache_dir, self.key)
 
     def model(self) -> Any | None:
-        """The fitted :class:`umap.UMAP`, or ``None``."""
+        """The fitted :class:`umap.UMAP`, or ``None``; see :func:`load_model` (a model this installation did not
+        sign raises :class:`core.io.artefacts.UntrustedArtefact` and is not unpickled)."""
         return load_model(self.cache_dir, self.key)
 
     def coords(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -332,5 +332,6 @@ def accept_pseudo_labels(
     if not picked:
         return 0
     ids = store.annotate_many([(i, lab) for i, lab, _ in picked], annotator=annotator, kind="bulk",
-                              run_id=run["id"], confidences=[c for _, _, c in picked])
+                              run_id=run["id"], confidences=[c for _, _, c in picked],
+                              permission="accept_pseudo_labels")
     return len(ids)

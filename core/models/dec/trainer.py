@@ -17,10 +17,11 @@ Outputs
   delta-label history, pretraining loss, warm-start decision.
 * ``oof_proba`` (m, C): out-of-fold probabilities of the labelled items from ``oof_folds`` fits that start
   from the run's label-free start (:mod:`core.models.dec.out_of_fold`); the train job calibrates on them.
-* artefact ``dec_state`` (``<run_dir>/dec_state.joblib``): NumPy weights, centroids, scaling, config, view
-  names, and the label-free start (``label_free_start``: the state after pretraining and the initial
-  partition, which saw no label); the next run warm-starts from it when the views, their dimensions and the
-  config match, and fits its out-of-fold models from the label-free start it carries forward.
+* artefact ``dec_state`` (``<run_dir>/dec_state.npz``, a plain tree of :mod:`core.io.artefacts`: no pickle):
+  NumPy weights, centroids, scaling, config, view names, and the label-free start (``label_free_start``: the
+  state after pretraining and the initial partition, which saw no label); the next run warm-starts from it
+  when the views, their dimensions and the config match, and fits its out-of-fold models from the label-free
+  start it carries forward.
 """
 from __future__ import annotations
 

@@ -18,9 +18,9 @@ Outputs
   (with ``oof_reason``) without labels or when no class has two labels.
 * ``metrics["iic"]``: :meth:`IICModel.summary` plus ``warm_start``, ``warm_start_reason``, ``seconds``,
   ``calibration_split``.
-* artefact ``iic_state`` (``<run_dir>/iic_state.joblib``): NumPy weights, config, classes, k, input shape;
-  the next run starts from it when k, the label set, the backbone, the input shape and the architecture are
-  unchanged (the reason is recorded either way).
+* artefact ``iic_state`` (``<run_dir>/iic_state.npz``, a plain tree of :mod:`core.io.artefacts`: no pickle):
+  NumPy weights, config, classes, k, input shape; the next run starts from it when k, the label set, the
+  backbone, the input shape and the architecture are unchanged (the reason is recorded either way).
 """
 from __future__ import annotations
 
