@@ -67,3 +67,56 @@ def test_excel_and_latin1_files_import(store, tmp_path, encoding, prefix):
     assert out["annotations"] == 1 and store.active_votes()[0]["annotator"] == "José"
     notes = [p["problem"] for p in out["problems"]]
     assert notes == ([] if encoding == "utf-8" else ["not_utf8"])
+
+
+def test_a_vote_written_while_the_bulk_write_waits_for_the_lock_counts(store, monkeypatch):
+    """annotate_rows reads the touched items' votes before taking the lock; a vote or undo committed in between
+    must still be in the consensus (the write reads again when the marker moved)."""
+    from core.store.project_store import Store as _Store
+
+    item = int(store.item_ids()[0])
+    other = _Store(store.dir)
+    real = consensus_engine.active_votes_of
+    calls = []
+
+    def read_then_interleave(s, ids):
+        if s is other:  # the other writer's own consensus
+            return real(s, ids)
+        out = real(s, ids)
+        calls.append(len(out))
+        if len(calls) == 1:  # the read before the lock: another process votes right after it
+            other.annotate(item, "dave", "2")
+            other.annotate(item, "erin", "2")
+        return out
+
+    monkeypatch.setattr(consensus_engine, "active_votes_of", read_then_interleave)
+    store.annotate_rows([(item, "alice", "1")])
+    row = next(r for r in store.consensus_rows() if r["item_id"] == item)
+    assert calls == [0, 2]  # the changed item read again inside the lock
+    assert (row["label"], row["n_votes"], row["support"]) == ("2", 3, 2)
+
+
+def test_an_undo_while_the_bulk_write_waits_counts(store, monkeypatch):
+    from core.store.project_store import Store as _Store
+
+    item = int(store.item_ids()[1])
+    other = _Store(store.dir)
+    other.annotate(item, "dave", "2")
+    other.annotate(item, "erin", "2")
+    real = consensus_engine.active_votes_of
+    calls = []
+
+    def read_then_undo(s, ids):
+        if s is other:
+            return real(s, ids)
+        out = real(s, ids)
+        calls.append(len(out))
+        if len(calls) == 1:
+            other.undo_last("erin")
+        return out
+
+    monkeypatch.setattr(consensus_engine, "active_votes_of", read_then_undo)
+    store.annotate_rows([(item, "alice", "1")])
+    row = next(r for r in store.consensus_rows() if r["item_id"] == item)
+    assert calls == [2, 1]  # the undone item read again inside the lock
+    assert (row["label"], row["n_votes"]) == (None, 2)  # dave 2 vs alice 1: a tie, erin's vote undone

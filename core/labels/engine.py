@@ -57,8 +57,13 @@ def settings(store: Store) -> dict[str, Any]:
             "params": cparams.ConsensusParams.from_json(s.get("consensus_params"))}
 
 
-def recompute(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | None) -> None:
+def recompute(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | None, *,
+              votes: Sequence[tuple[int, str, str, str]] | None = None) -> None:
     """Recompute the consensus rows of ``item_ids`` (every item when None) inside ``conn``'s transaction.
+
+    ``votes``: the active human, bulk and adjudication votes ``(item_id, annotator, label, kind)`` of (at least)
+    ``item_ids``, oldest first, when the caller knows them as they are at commit time (a bulk write that read
+    them before taking the lock and checked nothing changed since); majority vote then reads nothing.
 
     Majority vote needs no fit; Dawid-Skene and model-aware apply the parameters of their last fit
     (:func:`refit`) to each item's votes, so a new vote counts at once.
@@ -68,7 +73,7 @@ def recompute(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | 
     if params is not None and params.method != cfg["method"]:
         params = None  # not fitted yet for this method: majority until the fit lands
     if params is None:  # majority vote: one vectorised pass over the touched items (bulk writes touch 10^6)
-        _recompute_majority(store, conn, item_ids, cfg["min_votes"])
+        _recompute_majority(store, conn, item_ids, cfg["min_votes"], votes)
         return
     votes = store.active_votes(item_ids)
     by_item: dict[int, list[cm.Vote]] = {}
@@ -97,22 +102,29 @@ def recompute(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | 
     )
 
 
-def _votes_of(store: Store, item_ids: Sequence[int] | None) -> list:
-    """Active votes of ``item_ids`` (every item when None), oldest first; past 50,000 items one scan of all
-    votes filtered in memory beats 900-id ``IN`` queries."""
+def active_votes_of(store: Store, item_ids: Sequence[int] | None) -> list[tuple[int, str, str, str]]:
+    """Active human, bulk and adjudication votes ``(item_id, annotator, label, kind)`` of ``item_ids`` (every
+    item when None), oldest first; past 50,000 items one scan of all votes filtered in memory beats 900-id
+    ``IN`` queries."""
     if item_ids is None or len(item_ids) <= 50_000:
-        return store.active_votes(item_ids)
-    wanted = set(int(i) for i in item_ids)
-    return [v for v in store.active_votes(None) if v["item_id"] in wanted]
+        rows = store.active_votes(item_ids)
+    else:
+        wanted = set(int(i) for i in item_ids)
+        rows = [v for v in store.active_votes(None) if v["item_id"] in wanted]
+    return [(v["item_id"], v["annotator"], v["label"], v["kind"]) for v in rows]
 
 
 def _recompute_majority(store: Store, conn: sqlite3.Connection, item_ids: Sequence[int] | None,
-                        min_votes: int) -> None:
+                        min_votes: int, votes: Sequence[tuple[int, str, str, str]] | None = None) -> None:
     """:func:`recompute` for majority vote, with :func:`core.labels.methods.majority_many`."""
-    votes = _votes_of(store, item_ids)
+    if votes is None:
+        votes = active_votes_of(store, item_ids)
+    elif item_ids is not None:
+        wanted = set(int(i) for i in item_ids)
+        votes = [v for v in votes if v[0] in wanted]
     if item_ids is None:
         conn.execute("DELETE FROM consensus")
-    cols = list(zip(*[(v["item_id"], v["annotator"], v["label"], v["kind"]) for v in votes])) or [(), (), (), ()]
+    cols = list(zip(*votes)) or [(), (), (), ()]
     res = cm.majority_many(*(np.asarray(c, dtype=object if k else np.int64) for k, c in enumerate(cols)),
                            min_votes=min_votes)
     keep = (res["n_votes"] > 0) | (res["method"] == "adjudication")

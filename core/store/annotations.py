@@ -171,18 +171,21 @@ class AnnotationsMixin(StoreBase):
                                   f"Got {bad[:5]}; add them to the label set first.")
         names = sorted({a for _, a, _ in clean})
         permission = vote_permission(kind, names != [actor])
+        item_ids = sorted({i for i, _, _ in clean})
+        self._check_item_ids(self.conn, item_ids)  # items are never deleted: checked before taking the lock
+        # read the touched items' votes before taking the write lock (the slow part at 10^6 rows); inside it,
+        # only the items that got a vote or a retraction meanwhile are read again
+        marker = self._vote_marker(self.conn)
+        before = consensus_engine.active_votes_of(self, item_ids)
         ids: list[int] = []
         with self.transaction() as conn:
             role = self.authorize(actor, permission, conn)
-            item_ids = sorted({i for i, _, _ in clean})
-            known: set[int] = set()
-            for chunk in chunks(item_ids):
-                known.update(r[0] for r in conn.execute(f"SELECT id FROM items WHERE id IN ({placeholders(len(chunk))})",
-                                                        chunk))
-            missing = [i for i in item_ids if i not in known]
-            if missing:
-                raise ValidationError(f"The 'item_id' parameter must name items of this project. Got {missing[:5]}.")
-            existing = set(self._active_of(conn, item_ids, kind, names)) if skip_existing else set()
+            changed = sorted(self._changed_since(conn, marker) & set(item_ids))
+            if changed:
+                gone = set(changed)
+                before = [v for v in before if v[0] not in gone] + consensus_engine.active_votes_of(self, changed)
+            who = set(names)
+            existing = {(i, a, lab) for i, a, lab, k in before if k == kind and a in who} if skip_existing else set()
             conn.executemany("INSERT OR IGNORE INTO annotators (name, created_at) VALUES (?, ?)",
                              [(a, now()) for a in names])
             new = []
@@ -196,11 +199,39 @@ class AnnotationsMixin(StoreBase):
                              [(i, a, lab, kind, t) for i, a, lab in new])
             # the write lock is held: the rows above the previous maximum are this call's, in insertion order
             ids = [r[0] for r in conn.execute("SELECT id FROM annotations WHERE id > ? ORDER BY id", (last,))]
-            consensus_engine.recompute(self, conn, sorted({i for i, _, _ in new}))
+            consensus_engine.recompute(self, conn, sorted({i for i, _, _ in new}),
+                                       votes=[*before, *((i, a, lab, kind) for i, a, lab in new)])
             if ids:
                 self.audit(conn, actor, _ACTIONS.get(permission, permission), role=role, n=len(ids), kind=kind,
                            annotators=names[:20], **_sample([(i, lab) for i, _, lab in new]))
         return ids
+
+    @staticmethod
+    def _vote_marker(conn: sqlite3.Connection) -> tuple[int, float]:
+        """(newest annotation id, time): what :meth:`_changed_since` compares with."""
+        return conn.execute("SELECT COALESCE(MAX(id), 0) FROM annotations").fetchone()[0], now()
+
+    @staticmethod
+    def _changed_since(conn: sqlite3.Connection, marker: tuple[int, float]) -> set[int]:
+        """Items that got an annotation or a retraction after ``marker`` (both tables are append-only; a
+        retraction is dated, and the second of margin only re-reads a few items needlessly)."""
+        last, t = marker
+        items = {r[0] for r in conn.execute("SELECT item_id FROM annotations WHERE id > ?", (last,))}
+        items.update(r[0] for r in conn.execute(
+            "SELECT a.item_id FROM retractions r JOIN annotations a ON a.id = r.annotation_id WHERE r.created_at >= ?",
+            (t - 1.0,)))
+        return items
+
+    @staticmethod
+    def _check_item_ids(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
+        """Raise a ValidationError naming the ids of ``item_ids`` that are no items of the project."""
+        known: set[int] = set()
+        for chunk in chunks(list(item_ids)):
+            known.update(r[0] for r in conn.execute(f"SELECT id FROM items WHERE id IN ({placeholders(len(chunk))})",
+                                                    chunk))
+        missing = [i for i in item_ids if i not in known]
+        if missing:
+            raise ValidationError(f"The 'item_id' parameter must name items of this project. Got {missing[:5]}.")
 
     @staticmethod
     def _active_of(conn: sqlite3.Connection, item_ids: Sequence[int], kind: str,
