@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.auth.roles import allows
 from core.auth.setup import is_local, serving_problem
+from core.errors import PermissionDenied
 from core.store.project_store import Store
 from core.views.text import md_literal
 
@@ -73,10 +74,14 @@ def account_panel(store: Store) -> None:
         user = st.text_input("Account", autocomplete="username")
         password = st.text_input("Password", type="password", autocomplete="current-password")
         if st.form_submit_button("Sign in"):
-            account = store.sign_in(user, password)
+            try:
+                account = store.sign_in(user, password)
+            except PermissionDenied as exc:
+                st.error(str(exc))
+                account = False
             if account is None:
                 st.error("Unknown account or wrong password.")
-            else:
+            elif account:
                 _remember(store, account["name"])
                 st.rerun()
     if not is_local(str(st.get_option("server.address") or "localhost")):

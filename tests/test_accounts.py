@@ -83,3 +83,18 @@ def test_short_passwords_are_refused_without_echoing_them(store):
     with pytest.raises(ValidationError) as exc:
         store.add_user("short", "abc", "annotator", by="boss")
     assert "abc" not in str(exc.value) and "at least 8" in str(exc.value)
+
+
+def test_repeated_failed_sign_ins_lock_the_account_name_for_a_while(store, monkeypatch):
+    import time
+
+    import core.store.users as users
+
+    for _ in range(5):
+        assert store.sign_in("ann", "guess guess") is None
+    with pytest.raises(PermissionDenied, match="Too many failed sign-ins"):
+        store.sign_in("ann", "annotator-pw")  # even the right password: refused unchecked
+    assert store.audit_log(limit=1)[0]["action"] == "sign_in_locked"
+    assert store.sign_in("boss", PW) is not None  # other accounts are not locked
+    monkeypatch.setattr(users, "now", lambda: time.time() + users.LOCKOUT_S + 1)  # the window has passed
+    assert store.sign_in("ann", "annotator-pw") is not None

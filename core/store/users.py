@@ -19,6 +19,8 @@ from core.store.audit import OPERATOR_ORIGINS, AuditMixin
 from core.store.connection import now
 from core.store.settings import validate_account_name
 
+MAX_FAILURES = 5   # failed sign-ins of one account name ...
+LOCKOUT_S = 900    # ... within this many seconds (since its last success) lock it for the rest of the window
 _PUBLIC = "name, role, disabled, created_by, created_at, updated_at, password_hash IS NOT NULL AS has_password"
 
 
@@ -126,8 +128,24 @@ class UsersMixin(AuditMixin):
 
     def sign_in(self, name: str, password: str) -> dict[str, Any] | None:
         """Verify a password; the account (public fields) when it matches an enabled account, else None.
-        Both outcomes are audited (the password never is); an outdated hash is upgraded."""
+        Both outcomes are audited (the password never is); an outdated hash is upgraded.
+
+        Raises
+        ------
+        PermissionDenied
+            After :data:`MAX_FAILURES` failed sign-ins of ``name`` within :data:`LOCKOUT_S` seconds: further
+            tries are refused unchecked (and audited) until the window has passed, against password guessing.
+        """
         name = name.strip()[:100] if isinstance(name, str) else ""
+        failures = self.conn.execute(
+            "SELECT COUNT(*) FROM audit_log WHERE user = ? AND action = 'sign_in_failed' AND created_at >= ? AND id > "
+            "COALESCE((SELECT MAX(id) FROM audit_log WHERE user = ? AND action = 'sign_in'), 0)",
+            (name or "?", now() - LOCKOUT_S, name or "?")).fetchone()[0]
+        if failures >= MAX_FAILURES:
+            with self.transaction() as conn:
+                self.audit(conn, name or "?", "sign_in_locked")
+            raise PermissionDenied(f"Too many failed sign-ins for {name!r}: wait {LOCKOUT_S // 60} minutes, or ask an "
+                                   "admin to reset the password.")
         row = self.conn.execute("SELECT password_hash, disabled FROM users WHERE name = ?", (name,)).fetchone()
         ok = passwords.verify_password(None if row is None else row[0], password) and row is not None and not row[1]
         with self.transaction() as conn:
