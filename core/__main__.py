@@ -129,6 +129,8 @@ def cmd_train(a) -> int:
 
     store = _open(a)
     params = {"model": a.model, "params": _parse_params(a.param), "device": a.device, "extractor": a.extractor}
+    if a.no_map:
+        params["project_map"] = False
     for stale in jobs.recover_stale(store):  # a killed 'core train' or worker: no worker needs to be up for this
         print(f"job {stale} was left running by a process that is gone: marked failed", file=sys.stderr)
     job_id, coalesced = jobs.request_job(store, "train", params, requested_by=store.actor(None))
@@ -144,7 +146,9 @@ def cmd_train(a) -> int:
         print(msg, file=sys.stderr)
         return EXIT_BUSY
 
-    status = run_job(store, job)
+    status = run_job(store, job, echo=None if a.json or a.quiet else _ProgressLine())
+    if not (a.json or a.quiet):
+        print(file=sys.stderr)
     job = jobs.get_job(store, job_id)
     if status != "done":
         print(f"training {status}: {job['message']}", file=sys.stderr)
@@ -156,6 +160,30 @@ def cmd_train(a) -> int:
            "evaluation": run["metrics"].get("evaluation")}
     _print(out, a.json)
     return EXIT_OK
+
+
+class _ProgressLine:
+    """Prints a training job's progress on one terminal line (stderr), as the Train page shows it: the phase,
+    step / total and the ETA, rewritten in place: at once when the phase changes, at most every half second
+    within one."""
+
+    def __init__(self) -> None:
+        self.last, self.phase = 0.0, None
+
+    def __call__(self, info: dict) -> None:
+        import time
+
+        t = time.monotonic()
+        if t - self.last < 0.5 and info.get("phase") == self.phase:
+            return
+        self.last, self.phase = t, info.get("phase")
+        step, total = info.get("step"), info.get("total")
+        text = str(info.get("phase") or "working")
+        if step is not None and total:
+            text += f" {step}/{total}"
+        if info.get("eta_s"):
+            text += f", ETA {info['eta_s']:.0f} s"
+        print(f"\r{text[:100]:100s}", end="", file=sys.stderr, flush=True)
 
 
 def cmd_evaluate(a) -> int:
@@ -358,13 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--kind", default="human", choices=["human", "bulk", "adjudication"])
     sp.add_argument("--strict", action="store_true", help="exit 3 when any row was skipped")
 
+    from core.models.registry import MODELS
+
     sp = cmd("train", cmd_train, "train a model on the confirmed labels and publish a run")
     sp.add_argument("project")
-    sp.add_argument("--model", default="classifier")
+    sp.add_argument("--model", default="classifier", metavar="{" + ",".join(MODELS) + "}",
+                    help="the model family (default classifier): "
+                    + "; ".join(f"{m}: {f.description}" for m, f in MODELS.items()))
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sp.add_argument("--extractor")
     sp.add_argument("--param", action="append", help="model parameter name=value (JSON values), repeatable")
     sp.add_argument("--queue", action="store_true", help="only queue the job for the worker")
+    sp.add_argument("--no-map", action="store_true", help="skip the embedding map (UMAP) step: the run has no "
+                    "map on the Embeddings page (a later run without --no-map makes one)")
+    sp.add_argument("--quiet", action="store_true", help="print no progress while training")
 
     sp = cmd("evaluate", cmd_evaluate, "score a run against the reference labels")
     sp.add_argument("project")

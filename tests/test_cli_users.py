@@ -87,3 +87,4 @@ def test_demo_accounts_are_made_once_into_a_private_file(project, tmp_path):
         assert store.sign_in(name, password) is not None
     assert create_demo_accounts(store, out) is None  # kept: the passwords are not changed or printed again
     assert out.read_text().count("\t") == 2 * len(DEMO_ACCOUNTS)
+

@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from core.jobs import auto_retrain
 from core.jobs import queue as jobs
@@ -122,6 +123,7 @@ def _run_kind(store: Store, job: dict, progress, should_cancel, on_publish) -> s
             store, params.pop("model", "classifier"), params=params.pop("params", {}),
             device=params.pop("device", None), extractor=params.pop("extractor", None), job_id=job["id"],
             progress=progress, should_cancel=should_cancel, on_publish=on_publish, by=job.get("requested_by"),
+            project_map=params.pop("project_map", True),
         )
         return f"published run {run_id}"
     if job["kind"] == "features":
@@ -170,15 +172,18 @@ def check_auto_retrain(store: Store) -> tuple[auto_retrain.Decision, int | None]
     return decision, job_id
 
 
-def run_job(store: Store, job: dict) -> str:
+def run_job(store: Store, job: dict, *, echo: Callable[[dict], None] | None = None) -> str:
     """Run one claimed job to its end; returns the final status (done, failed or cancelled), or ``lost``
-    when another worker declared the job dead meanwhile (its row then keeps what that worker wrote)."""
+    when another worker declared the job dead meanwhile (its row then keeps what that worker wrote).
+    ``echo`` also receives every progress dict (the command line prints them)."""
     claim = job["claim"]
     hb = _Heartbeat(store, job["id"], claim)
     hb.start()
 
     def progress(info: dict) -> None:
         jobs.set_progress(store, job["id"], info, claim=claim)
+        if echo is not None:
+            echo(info)
 
     def should_cancel() -> bool:
         return hb.cancel.is_set() or jobs.is_cancel_requested(store, job["id"])
