@@ -127,8 +127,11 @@ def cmd_train(a) -> int:
     from core.store.project_store import Store
     from core.jobs.worker import run_job
 
+    from core.models.registry import get_trainer
+
     store = _open(a)
     params = {"model": a.model, "params": _parse_params(a.param), "device": a.device, "extractor": a.extractor}
+    get_trainer(a.model).check_params(params["params"])  # a misspelled --param is refused before any work
     if a.no_map:
         params["project_map"] = False
     for stale in jobs.recover_stale(store):  # a killed 'core train' or worker: no worker needs to be up for this

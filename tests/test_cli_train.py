@@ -28,3 +28,24 @@ def test_train_prints_progress_and_no_map_skips_the_projection(tmp_path, capsys,
     assert main(["train", str(store.dir), "--model", "classifier", "--quiet", "--json", "--device", "cpu"]) == 0
     assert "\r" not in capsys.readouterr().err
     assert any(r["x"] is not None for r in store.predictions(store.run()["id"]))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_family_names_its_parameters_for_the_early_check(name):
+    from dataclasses import fields
+
+    from core.errors import ValidationError
+
+    family = MODELS[name]
+    module, cls = family.config.split(":")
+    real = [f.name for f in fields(getattr(__import__(module, fromlist=[cls]), cls))]
+    family.check_params({real[0]: None})
+    with pytest.raises(ValidationError, match="'parameter name' parameter of " + name):
+        family.check_params({"epochz": 3})
+
+
+def test_a_misspelled_param_is_refused_before_any_work(tmp_path, capsys):
+    store = Store.create(tmp_path / "p", modality="image", labels=["0", "1"], min_votes=1, extractor="pixels_pca")
+    assert main(["train", str(store.dir), "--model", "dec", "--param", "pretrain_epochz=3"]) == 1
+    assert "pretrain_epochs" in capsys.readouterr().err  # the allowed names are listed
+    assert store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0

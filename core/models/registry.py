@@ -9,7 +9,7 @@ Adding a family is a folder and one entry in :data:`FAMILIES`.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from core.errors import check_choice
@@ -25,27 +25,40 @@ class Family:
     description: str
     label_free: bool = False  # trains with no confirmed label at all (clustering)
     kwargs: dict[str, Any] = field(default_factory=dict)
+    config: str = ""  # "module:Class", the family's frozen config dataclass (its fields are the parameters)
 
     def __call__(self, ctx: TrainContext) -> TrainOutput:
         module, function = self.entry.split(":")
         return getattr(importlib.import_module(module), function)(ctx, **self.kwargs)
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Refuse an unknown parameter name before anything is computed (a misspelled ``--param``), listing
+        the family's parameters; the values are checked by the family's config when it trains."""
+        module, name = self.config.split(":")
+        allowed = [f.name for f in fields(getattr(importlib.import_module(module), name))]
+        for key in params:
+            check_choice(self.name, "parameter name", key, allowed)
+
 
 FAMILIES: tuple[Family, ...] = (
     Family("classifier", "core.models.classifier.trainer:train_classifier",
-           "k-NN / linear SVM / MLP on cached features, grid-searched by macro-F1"),
+           "k-NN / linear SVM / MLP on cached features, grid-searched by macro-F1",
+           config="core.models.classifier.model:ClassifierConfig"),
     Family("pseudo_label", "core.models.pseudo_label.model:train_pseudo_label",
-           "fine-tunes a pretrained CNN on the media, then rounds of confident pseudo-labels"),
+           "fine-tunes a pretrained CNN on the media, then rounds of confident pseudo-labels",
+           config="core.models.pseudo_label.model:PseudoLabelConfig"),
     Family("pseudo_label_head", "core.models.pseudo_label.model:train_pseudo_label",
-           "the light pseudo-labelling variant: a head on cached features", kwargs={"variant": "head"}),
+           "the light pseudo-labelling variant: a head on cached features", kwargs={"variant": "head"},
+           config="core.models.pseudo_label.model:PseudoLabelConfig"),
     Family("dec", "core.models.dec.trainer:train_dec",
-           "semi-supervised multi-modal Deep Embedded Clustering (trains with or without labels)", label_free=True),
+           "semi-supervised multi-modal Deep Embedded Clustering (trains with or without labels)", label_free=True,
+           config="core.models.dec.config:DECConfig"),
     Family("iic", "core.models.iic.trainer:train_iic",
            "Invariant Information Clustering: neighbour or augmentation pairs, overclustering, optional labels",
-           label_free=True),
+           label_free=True, config="core.models.iic.config:IICConfig"),
     Family("reid", "core.models.reid.trainer:train_reid",
            "unsupervised re-identification: pseudo-identities, camera-aware proxies, annotators' same/different links",
-           label_free=True),
+           label_free=True, config="core.models.reid.config:ReidConfig"),
 )
 
 MODELS: dict[str, Family] = {f.name: f for f in FAMILIES}
