@@ -26,8 +26,8 @@ def signed_in_user(store: Store) -> str | None:
 
 def can(store: Store, permission: str) -> bool:
     """Whether the signed-in user's role (read now: a changed role applies at once) has ``permission``."""
-    name = signed_in_user(store)
-    return name is not None and allows(store.role_of(name), permission)
+    name = st.session_state.get(KEY, {}).get(str(store.dir))
+    return name is not None and allows(store.role_of(name), permission)  # None for a disabled account
 
 
 def _remember(store: Store, name: str) -> None:

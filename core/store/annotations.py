@@ -108,16 +108,11 @@ class AnnotationsMixin(StoreBase):
             role = self.authorize(actor, permission, conn)
             self._ensure_annotator(conn, annotator)
             item_ids = [int(i) for i, _ in pairs]
-            known = set()
-            for chunk in chunks(sorted(set(item_ids))):
-                q = f"SELECT id FROM items WHERE id IN ({','.join('?' * len(chunk))})"
-                known.update(r[0] for r in conn.execute(q, chunk))
-            missing = [i for i in item_ids if i not in known]
-            if missing:
-                raise ValidationError(f"The 'item_id' parameter must name items of this project. Got {missing[:5]}.")
+            known = sorted(set(item_ids))
+            self._check_item_ids(conn, known)
             existing: set[tuple[int, str]] = set()
             if skip_existing:
-                existing = {(i, lab) for i, _, lab in self._active_of(conn, sorted(known), kind, [annotator])}
+                existing = {(i, lab) for i, _, lab in self._active_of(conn, known, kind, [annotator])}
             voted: set[int] = set()
             if first_vote_only:
                 for chunk in chunks(sorted(set(item_ids))):
