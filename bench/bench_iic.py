@@ -32,12 +32,19 @@ Parts (``--part``, several allowed):
   advice names, on the same items: IIC's MLP head with neighbour pairs on the pretrained features, and (with
   ``--failure-runs ...,fixed_cnn``) the same ResNet-18 with Sobel inputs, the overclustering head and lamb 1.5.
 
+Speed (``--gpu-speed``, rows in ``iic_speed.jsonl``): seconds per IIC epoch (main and overclustering heads, five
+sub-heads each) on synthetic inputs of the engine's three backbones: the MLP on 20,000 x 1280-d features with
+faiss neighbour pairs, small_cnn on 10,000 28x28 images and resnet18 on 5,000 32x32 images with augmentation
+pairs (``--speed-epochs`` epochs; the first, with cuDNN's autotuning, is reported apart). Meant for
+``--device cuda`` (bench/gpu_session.sh); with ``--quick`` it is a small CPU check.
+
 ``--table`` prints markdown tables (per part: method x mean +/- standard deviation over seeds of ACC / NMI /
 ARI and seconds) from the rows; ``--quick`` runs tiny sizes (run_all's smoke run, never published).
 
     python bench/bench_iic.py --part cifar mnist failure flickr [--seeds 3] [--budget-s 600] [--threads 2]
     python bench/bench_iic.py --table [--results bench/results/iic.jsonl]
     python bench/bench_iic.py --quick --out DIR
+    python bench/bench_iic.py --gpu-speed --device cuda --out DIR
 """
 from __future__ import annotations
 
@@ -394,6 +401,43 @@ def part_failure(args, device: str) -> None:
             cluster_scores(y, km), rep, None, n_items=len(y))
 
 
+# ------------------------------------------------------------------------------------------------ speed
+#: --gpu-speed cases: (backbone, pairs, items (full, --quick), one input's shape); the pixels do not change the speed
+SPEED_CASES = (("mlp", "neighbours", (20_000, 128), (1280,)),
+               ("small_cnn", "augment", (10_000, 64), (28, 28)),
+               ("resnet18", "augment", (5_000, 32), (32, 32, 3)))
+
+
+def gpu_speed(args, device: str) -> None:
+    """Seconds per IIC epoch of each backbone in :data:`SPEED_CASES` on random inputs (one row each)."""
+    from core.models.iic.model import IICConfig, IICModel
+
+    rng = np.random.default_rng(0)
+    epochs = max(2, int(args.speed_epochs))
+    for backbone, pairs, sizes, shape in SPEED_CASES:
+        n = sizes[1] if args.quick else sizes[0]
+        if backbone == "mlp":
+            inputs, what = rng.normal(0, 1, (n, *shape)).astype(np.float32), f"features ({n}, {shape[0]})"
+        else:
+            inputs = image_inputs(rng.integers(0, 256, (n, *shape), dtype=np.uint8), device)
+            what = f"images ({n}, {'x'.join(map(str, shape))}) uint8"
+        small = {"batch_size": 16, "min_steps_per_epoch": 1} if args.quick else {}  # a CPU smoke check
+        cfg = IICConfig(backbone=backbone, pairs=pairs, k=10, epochs=epochs, seed=0, **small)
+        before = list(os.getloadavg())
+        t0 = time.perf_counter()
+        model = IICModel(cfg, device=device).fit(inputs, classes=[str(j) for j in range(10)])
+        fit_s = time.perf_counter() - t0
+        ends = [float(h["seconds"]) for h in model.history_]  # seconds since the first epoch began
+        steady = (ends[-1] - ends[0]) / (len(ends) - 1)
+        record("iic_speed", {"backbone": backbone, "pairs": pairs, "objective": model.config.objective,
+                             "device": device, "input": what, "n_items": n, "k": 10, "k_over": model.k_over_,
+                             "n_sub_heads": model.config.n_sub_heads, "batch_size": model.config.batch_size,
+                             "epochs": len(ends), "first_epoch_s": round(ends[0], 4), "epoch_s": round(steady, 4),
+                             "items_per_s": round(n / steady, 1), "fit_s": round(fit_s, 3),
+                             "quick": bool(args.quick), "threads": args.threads,
+                             "loadavg": [before, list(os.getloadavg())]}, out="iic_speed")
+
+
 # ------------------------------------------------------------------------------------------------ tables
 def _fmt(values: list[float | None], digits: int = 3) -> str:
     """Mean (one value) or mean ± population standard deviation of the finite values; "-" when none."""
@@ -484,6 +528,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "on the same items' pretrained features), fixed_cnn (the ResNet-18 with Sobel, "
                          "overclustering and lamb 1.5: another budget), kmeans")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    ap.add_argument("--gpu-speed", action="store_true",
+                    help="seconds per IIC epoch of each backbone on synthetic inputs (iic_speed.jsonl; no --part)")
+    ap.add_argument("--speed-epochs", type=int, default=3, help="--gpu-speed: epochs per backbone (>= 2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the rows into this folder instead of bench/results")
@@ -518,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.gpu_speed:
+        gpu_speed(args, device)
+        return 0
     for part in args.part:
         print(f"== part {part}", flush=True)
         {"mnist": part_mnist, "cifar": part_cifar, "purity": part_purity, "flickr": part_flickr,

@@ -190,10 +190,12 @@ class _ProgressLine:
 
 
 def cmd_evaluate(a) -> int:
-    from core.evaluation.runs import evaluate_run
-    from core.store.project_store import Store
+    from core.evaluation.runs import LABEL_FREE_NOTE, evaluate_run
 
-    _print(evaluate_run(_open(a), a.run), a.json)
+    out = evaluate_run(_open(a), a.run)
+    if out["label_free"] and not a.json:
+        print(LABEL_FREE_NOTE)
+    _print(out, a.json)
     return EXIT_OK
 
 

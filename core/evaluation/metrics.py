@@ -3,7 +3,8 @@
 Classification: :func:`accuracy`, :func:`macro_f1`, :func:`classification_report_dict`,
 :func:`prediction_scores`. Clustering against reference labels: :func:`cluster_acc` (accuracy
 after the best one-to-one cluster -> class matching, found by the Hungarian algorithm on the
-contingency matrix), :func:`hungarian_mapping`, :func:`nmi`, :func:`ari`, :func:`clustering_scores`.
+contingency matrix), :func:`hungarian_mapping`, :func:`nmi`, :func:`ari`, :func:`clustering_scores`, and
+:func:`hungarian_scores` (a label-free run's clusters scored as predictions after that matching).
 
 Labels may be ints or strings (or a mix, compared by their ``str``); cluster ids are any hashable
 scalars. Re-identification: :func:`reid_scores` (mAP and CMC rank-k, Market-1501 protocol) and
@@ -39,6 +40,7 @@ __all__ = [
     "nmi",
     "ari",
     "clustering_scores",
+    "hungarian_scores",
     "reid_scores",
     "average_precisions",
 ]
@@ -319,3 +321,39 @@ def clustering_scores(y_true: ArrayLike, clusters: ArrayLike) -> dict[str, float
         ``acc`` (:func:`cluster_acc`), ``nmi``, ``ari``; each ``nan`` when ``n == 0``.
     """
     return {"acc": cluster_acc(y_true, clusters), "nmi": nmi(y_true, clusters), "ari": ari(y_true, clusters)}
+
+
+def hungarian_scores(y_true: ArrayLike, clusters: ArrayLike) -> dict[str, Any]:
+    """Clusters scored as class predictions after the best one-to-one cluster -> class matching.
+
+    For a label-free run, whose cluster ``j`` is "named" after class ``j`` arbitrarily: each cluster is
+    given the class :func:`hungarian_mapping` matches it with, then accuracy and macro-F1 are computed. Items
+    of a cluster left unmatched (more clusters than classes) count as wrong. Macro-F1 is the mean per-class
+    F1 over the classes of ``y_true`` (a class never predicted scores 0).
+
+    Parameters
+    ----------
+    y_true : array-like, shape (n,)
+        Reference labels.
+    clusters : array-like, shape (n,)
+        Cluster ids.
+
+    Returns
+    -------
+    dict
+        ``hungarian_accuracy`` (equal to :func:`cluster_acc`) and ``hungarian_macro_f1`` floats (``nan`` when
+        ``n == 0``), ``mapping`` ``{cluster_id: label}`` (Python scalars; unmatched clusters absent).
+    """
+    from sklearn.metrics import f1_score
+
+    t, c = _pair("hungarian_scores", y_true, clusters, ("y_true", "clusters"))
+    if t.shape[0] == 0:
+        return {"hungarian_accuracy": float("nan"), "hungarian_macro_f1": float("nan"), "mapping": {}}
+    table, cluster_ids, classes = contingency(t, c)
+    rows, cols = _match(table)
+    lookup = np.full(cluster_ids.shape[0], -1, np.int64)  # cluster code -> matched class code (-1: none)
+    lookup[rows] = cols
+    ct, cp = _own_codes(t)[1], lookup[_own_codes(c)[1]]
+    mapping = {_scalar(cluster_ids[r]): _scalar(classes[k]) for r, k in zip(rows, cols)}
+    f1 = f1_score(ct, cp, labels=np.arange(classes.shape[0]), average="macro", zero_division=0)
+    return {"hungarian_accuracy": float(np.mean(ct == cp)), "hungarian_macro_f1": float(f1), "mapping": mapping}

@@ -22,6 +22,7 @@ from core.labels import engine as consensus_engine
 from core.device import resolve_device
 from core.errors import FeatureError, JobCancelled, TrainingError, ValidationError
 from core.evaluation.runs import evaluate_arrays
+from core.views.common import suggests_classes
 from core.features import compute_features
 from core.features.base import ItemRef
 from core.models import LABEL_FREE, TrainContext, get_trainer
@@ -237,7 +238,8 @@ def train_model(
         raise JobCancelled("cancelled before publishing")
 
     report({"phase": "publish", "step": 0, "total": 1})
-    evaluation = evaluate_arrays(feats.ids, labels, clusters, store.reference_labels(), annotated)
+    evaluation = evaluate_arrays(feats.ids, labels, clusters, store.reference_labels(), annotated,
+                                 label_free=not suggests_classes({"metrics": out.metrics}))
     metrics = {
         **out.metrics, "n_labelled": int(len(labelled)), "n_items": int(len(feats.ids)),
         "label_counts": {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
