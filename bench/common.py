@@ -16,7 +16,8 @@ def shared_dir() -> Path:
 
 def machine() -> dict:
     """What ran the benchmark: CPU count, platform and the GPU's name when torch sees one."""
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
     try:
         import torch
 

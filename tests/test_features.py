@@ -92,8 +92,9 @@ def test_list_and_defaults():
     assert set(listed) == set(F.EXTRACTORS)
     assert {"name", "modality", "version", "description"} <= set(listed["logmel"])
     assert listed["efficientnet_lite0"]["dim"] == 1280 and listed["pixels_pca"]["dim"] is None
+    assert listed["mfcc_profile"]["dim"] == 286 and listed["mfcc_profile"]["options"]["f_max"] == (4000.0, 8000.0)
     assert [F.default_extractor(m) for m in ("image", "text", "audio", "image+text")] == [
-        "efficientnet_lite0", "tfidf_svd", "logmel", "efficientnet_lite0"]
+        "efficientnet_lite0", "tfidf_svd", "mfcc_profile", "efficientnet_lite0"]
     with pytest.raises(ValidationError, match="'audio'"):
         F.default_extractor("video")
 

@@ -14,7 +14,8 @@ from core.models import MODELS, TrainContext  # noqa: E402
 from core.models.pseudo_label import finetune as ft  # noqa: E402
 from core.models.pseudo_label import model as pl  # noqa: E402
 from core.models.pseudo_label.finetune import PlateauSchedule, class_weights, feature_inputs  # noqa: E402
-from core.models.pseudo_label.model import PseudoLabelConfig, PseudoLabeler, select_pseudo_labels, split_validation  # noqa: E402
+from core.models.pseudo_label.model import (HEAD_THRESHOLD, PseudoLabelConfig, PseudoLabeler,  # noqa: E402
+                                           pseudo_label_quota, select_pseudo_labels, split_validation)
 
 
 @pytest.fixture(autouse=True)
@@ -121,6 +122,37 @@ def test_threshold_selection():
     np.testing.assert_allclose(conf, [0.995, 0.99, 0.999], rtol=1e-6)
     rows, _, _ = select_pseudo_labels(proba, np.array([1, 3]), 0.99)  # only candidates can be chosen
     assert rows.tolist() == []
+
+
+def test_class_balanced_selection_matches_a_plain_loop():
+    rng = np.random.default_rng(3)
+    proba = rng.dirichlet(np.ones(4) * 0.3, size=200)
+    proba[::7] = proba[::7].round(1)  # ties in confidence
+    proba /= proba.sum(1, keepdims=True)
+    candidates = rng.permutation(200)[:150]
+    for per_class, threshold in ((5, 0.5), (1, 0.0), (1000, 0.9)):
+        rows, lab, conf = select_pseudo_labels(proba, candidates, threshold, per_class=per_class)
+        expected = []
+        for c in range(4):  # per predicted class: most confident first, ties by row, above the threshold
+            mine = [int(r) for r in sorted(candidates) if proba[r].argmax() == c and proba[r].max() >= threshold]
+            expected += sorted(mine, key=lambda r: (-proba[r].max(), r))[:per_class]
+        assert rows.tolist() == sorted(expected)
+        assert (lab == proba[rows].argmax(1)).all() and np.bincount(lab, minlength=4).max() <= per_class
+        np.testing.assert_allclose(conf, proba[rows].max(1), rtol=1e-6)
+
+
+def test_pseudo_label_quota_grows_per_round():
+    assert pseudo_label_quota(1, 1000, 10, 0.0) is None  # no curriculum: the plain threshold
+    assert [pseudo_label_quota(r, 1000, 10, 0.3) for r in (1, 2, 3, 4)] == [30, 60, 90, 100]
+    assert pseudo_label_quota(1, 3, 10, 0.1) == 1
+
+
+def test_threshold_default_depends_on_the_variant():
+    assert PseudoLabelConfig(variant="finetune").resolved().threshold == 0.99  # the paper's
+    assert PseudoLabelConfig(variant="head").resolved().threshold == HEAD_THRESHOLD == 0.9  # measured on FSDD
+    assert PseudoLabelConfig(variant="head", threshold=0.8).resolved().threshold == 0.8
+    with pytest.raises(ValidationError, match="pseudo_growth"):
+        PseudoLabelConfig(pseudo_growth=2.0).validate()
 
 
 def test_pseudo_labels_are_recomputed_each_round(monkeypatch):

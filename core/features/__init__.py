@@ -24,6 +24,7 @@ import numpy as np
 from core.device import resolve_device
 from core.errors import JobCancelled, ValidationError, check_choice
 from core.features.audio import LogMel
+from core.features.audio_profile import MfccProfile
 from core.features.base import Extractor, ItemError, ItemFailure, ItemRef
 from core.features.cache import FeatureCache
 from core.features.image import AlexNet, ConvNeXtTiny, EfficientNetLite0, EfficientNetV2S, PixelsPca, ResNet18, ResNet50
@@ -37,10 +38,10 @@ __all__ = [
 EXTRACTORS: dict[str, type[Extractor]] = {
     cls.name: cls
     for cls in (EfficientNetLite0, ResNet18, ResNet50, ConvNeXtTiny, EfficientNetV2S, AlexNet, PixelsPca,
-                TfidfSvd, MiniLM, LogMel)
+                TfidfSvd, MiniLM, LogMel, MfccProfile)
 }
 
-_DEFAULTS = {"image": "efficientnet_lite0", "text": "tfidf_svd", "audio": "logmel", "image+text": "efficientnet_lite0"}
+_DEFAULTS = {"image": "efficientnet_lite0", "text": "tfidf_svd", "audio": "mfcc_profile", "image+text": "efficientnet_lite0"}
 
 # A computation writes what it has finished to the cache at least this often (and on cancel or error).
 FLUSH_SECONDS = 30.0

@@ -62,15 +62,29 @@ def log_mel(y: np.ndarray) -> np.ndarray:
     -------
     S : ndarray of shape (64, n_frames) float32, ``log(mel power + 1e-6)``
     """
-    pad = N_FFT // 2
-    y = np.pad(y, (pad, pad), mode="reflect" if len(y) > pad else "constant")
-    if len(y) < N_FFT:
-        y = np.pad(y, (0, N_FFT - len(y)))
-    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
-    window = np.hanning(N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as in librosa
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (n_frames, 201)
-    mel = mel_filterbank() @ power.T.astype(np.float32)
+    mel = mel_filterbank() @ power_frames(y)
     return np.log(mel + 1e-6).astype(np.float32)
+
+
+def power_frames(y: np.ndarray, *, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """Power STFT of a signal, centred frames (reflect padding), periodic Hann window, plain NumPy.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,)
+    n_fft, hop : int
+
+    Returns
+    -------
+    power : ndarray of shape (n_fft // 2 + 1, n_frames) float32
+    """
+    pad = n_fft // 2
+    y = np.pad(y, (pad, pad), mode="reflect" if len(y) > pad else "constant")
+    if len(y) < n_fft:
+        y = np.pad(y, (0, n_fft - len(y)))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann, as in librosa
+    return (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).T.astype(np.float32)
 
 
 def summarize(S: np.ndarray) -> np.ndarray:
