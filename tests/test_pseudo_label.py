@@ -423,3 +423,27 @@ def test_registered_trainers_publish_runs_through_train_model(tmp_path):
                       params={"backbone": "tiny_cnn", "image_size": 16, "rounds": 1, "max_epochs": 2})
     run = store.run(rid)
     assert run["metrics"]["modality"] == "image" and run["metrics"]["n_media_failures"] == 0
+
+
+def test_finetune_job_computes_no_project_features(tmp_path):
+    """The fine-tune decodes the media itself: a job on a project without features computes none (the head
+    variant, and pseudo_label with variant=head, still read them)."""
+    from core.io.demo import create_demo
+    from core.models.registry import get_trainer
+    from core.models.training import train_model
+
+    store, _ = create_demo(tmp_path / "demo", n=40, queue_features=False)
+    ref = store.reference_labels()
+    store.annotate_many([(i, ref[i]) for i in sorted(ref)[:20]], annotator="alice")
+    features = store.dir / "features"
+    before = sorted(p.name for p in features.rglob("*")) if features.exists() else []
+    rid = train_model(store, "pseudo_label", device="cpu", project_map=True,
+                      params={"backbone": "tiny_cnn", "image_size": 16, "rounds": 1, "max_epochs": 1})
+    after = sorted(p.name for p in features.rglob("*")) if features.exists() else []
+    assert after == before  # nothing computed, nothing cached
+    run = store.run(rid)
+    assert "features" not in [k for k, v in run["metrics"]["phase_seconds"].items() if v > 0.5]
+    assert len(store.predictions(rid)) == 40  # every item predicted, mapped from the network's own embeddings
+    family = get_trainer("pseudo_label")
+    assert not family.needs_features({}) and family.needs_features({"variant": "head"})
+    assert get_trainer("pseudo_label_head").needs_features({}) and get_trainer("classifier").needs_features({})

@@ -26,10 +26,20 @@ class Family:
     label_free: bool = False  # trains with no confirmed label at all (clustering)
     kwargs: dict[str, Any] = field(default_factory=dict)
     config: str = ""  # "module:Class", the family's frozen config dataclass (its fields are the parameters)
+    #: whether training reads the project's feature matrix: True, or "module:function" of the job's parameters
+    #: (a family that trains on the media itself, e.g. the pseudo-label fine-tune, computes no features)
+    features: bool | str = True
 
     def __call__(self, ctx: TrainContext) -> TrainOutput:
         module, function = self.entry.split(":")
         return getattr(importlib.import_module(module), function)(ctx, **self.kwargs)
+
+    def needs_features(self, params: dict[str, Any]) -> bool:
+        """Whether a job of this family with ``params`` reads the project's features (``ctx.X``)."""
+        if isinstance(self.features, bool):
+            return self.features
+        module, function = self.features.split(":")
+        return bool(getattr(importlib.import_module(module), function)({**self.kwargs, **params}))
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Refuse an unknown parameter name before anything is computed (a misspelled ``--param``), listing
@@ -46,7 +56,8 @@ FAMILIES: tuple[Family, ...] = (
            config="core.models.classifier.model:ClassifierConfig"),
     Family("pseudo_label", "core.models.pseudo_label.model:train_pseudo_label",
            "fine-tunes a pretrained CNN on the media, then rounds of confident pseudo-labels",
-           config="core.models.pseudo_label.model:PseudoLabelConfig"),
+           config="core.models.pseudo_label.model:PseudoLabelConfig",
+           features="core.models.pseudo_label.model:needs_features"),
     Family("pseudo_label_head", "core.models.pseudo_label.model:train_pseudo_label",
            "the light pseudo-labelling variant: a head on cached features", kwargs={"variant": "head"},
            config="core.models.pseudo_label.model:PseudoLabelConfig"),

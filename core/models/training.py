@@ -42,7 +42,7 @@ class FeatureMatrix:
     views: dict[str, slice] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.views:  # one extractor: all columns are its own
+        if not self.views and self.extractors:  # one extractor: all columns are its own
             self.views = {self.extractors[0]: slice(0, self.X.shape[1])}
 
 
@@ -107,6 +107,15 @@ def ensure_features(
         views[name] = slice(start, start + sub.shape[1])
         start += sub.shape[1]
     return FeatureMatrix(common, np.hstack(parts).astype(np.float32), names, failures, views)
+
+
+def media_only(store: Store) -> FeatureMatrix:
+    """Every item of the project with no feature columns (X of shape (n, 0)): for a family that trains on the
+    media itself (:meth:`core.models.registry.Family.needs_features`), so no feature is computed for it."""
+    items = store.items()
+    if not items:
+        raise FeatureError("The project has no items yet: import some first ('python -m core import').")
+    return FeatureMatrix(np.array([it.id for it in items], dtype=np.int64), np.zeros((len(items), 0), np.float32), [])
 
 
 def _failure_dict(f, extractor: str) -> dict:
@@ -182,7 +191,10 @@ def train_model(
         phases[name] = round(time.perf_counter() - t_phase, 3)
         t_phase = time.perf_counter()
 
-    feats = ensure_features(store, extractor=extractor, device=device, progress=report, should_cancel=cancel)
+    if trainer.needs_features(dict(params or {})):
+        feats = ensure_features(store, extractor=extractor, device=device, progress=report, should_cancel=cancel)
+    else:
+        feats = media_only(store)
     lap("features")
     classes = store.labels()
     consensus_fit = None

@@ -634,6 +634,12 @@ def make_inputs(ctx, config: PseudoLabelConfig) -> tuple[Inputs, str]:
     return data, modality
 
 
+def needs_features(params: dict) -> bool:
+    """Whether a job with these parameters reads the project's features: only the "head" variant does (the
+    fine-tune decodes the media itself and returns its own embeddings)."""
+    return params.get("variant", "finetune") == "head"
+
+
 def train_pseudo_label(ctx, *, variant: str | None = None):
     """Trainer of the "pseudo_label" family: ``(TrainContext) -> TrainOutput`` (see :mod:`core.models`)."""
     from core.models import TrainOutput
