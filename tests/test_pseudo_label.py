@@ -96,6 +96,27 @@ def test_fit_network_follows_the_schedule_with_a_tiny_model(monkeypatch):
     assert fit.final_lr == pytest.approx(1e-5)
 
 
+def test_fit_network_reports_progress_per_batch_with_an_eta(monkeypatch):
+    """Every batch reports (throttle off): epoch, batch of the epoch, and an ETA that falls as training goes."""
+    monkeypatch.setattr(ft, "PROGRESS_EVERY_S", 0.0)
+    rng = np.random.default_rng(0)
+    data = feature_inputs(rng.normal(size=(40, 5)))
+    y = np.arange(40) % 2
+    reports: list[dict] = []
+    ft.fit_network(ft.build_head(5, 2, hidden=0), data, np.arange(30), y[:30], val_items=np.arange(30, 40),
+                   val_y=y[30:], n_classes=2, max_epochs=3, patience=10, batch_size=8,
+                   transform=ft.BatchTransform("features"), amp="none", progress=reports.append, phase="round 1 head")
+    nb = ft.epoch_batches(30, 8, 1)
+    assert nb == 4
+    per_batch = [r for r in reports if "loss" not in r]
+    per_epoch = [r for r in reports if "loss" in r]
+    assert [(r["epoch"], r["batch"]) for r in per_batch] == [(e, b) for e in (1, 2, 3) for b in range(1, nb + 1)]
+    assert [r["step"] for r in per_epoch] == [4, 8, 12] and all(r["total"] == 12 for r in reports)
+    assert all(r["phase"] == "round 1 head" and r["batches"] == nb and r["eta_s"] >= 0 for r in reports)
+    assert per_batch[-1]["epoch_eta_s"] == 0 and per_epoch[-1]["eta_s"] == 0
+    assert per_batch[0]["eta_s"] >= per_batch[-2]["eta_s"]
+
+
 def test_batch_transform_augments_only_in_training():
     x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
     t = ft.BatchTransform("image", augment=True, seed=1)
@@ -362,9 +383,19 @@ def test_audio_path_blocks_and_clip_predictions(tmp_path):
     assert (pred[unl] == labels[unl]).mean() >= 0.75
 
     cfg = PseudoLabelConfig(image_size=32, audio_f_max=(3500.0, 4000.0))
-    data = pl.decode_audio(paths, cfg.audio_config(), cfg.audio_f_max)
+    reports: list[dict] = []
+    data = pl.decode_audio(paths, cfg.audio_config(), cfg.audio_f_max, chunk=5, progress=reports.append)
     counts = np.bincount(data.owner.numpy(), minlength=len(paths))
     assert (counts >= 2).all() and counts.sum() == data.x.shape[0]  # >= 1 block per clip and per f_max
+    assert data.x.dtype == torch.uint8 and tuple(data.x.shape[1:]) == (1, 32, 32)  # one channel, a third the memory
+    assert [r["step"] for r in reports] == list(range(5, len(paths), 5)) + [len(paths)]  # per chunk of clips
+    assert all(r["phase"] == "decode inputs" and r["total"] == len(paths) for r in reports)
+    whole = pl.decode_audio(paths, cfg.audio_config(), cfg.audio_f_max, chunk=len(paths))  # chunking changes nothing
+    for i in range(len(paths)):
+        a, b = data.x[data.owner == i], whole.x[whole.owner == i]
+        assert sorted(a.flatten(1).sum(1).tolist()) == sorted(b.flatten(1).sum(1).tolist())
+    net_in = ft.BatchTransform("audio", augment=False)(data.x[:4], train=False)
+    assert net_in.shape == (4, 3, 32, 32) and torch.equal(net_in[:, 0], net_in[:, 2])
     # a clip's probability is the mean of its blocks'
     proba_rows = torch.rand(data.x.shape[0], 2)
     agg = ft.aggregate(proba_rows, data.owner, len(paths))

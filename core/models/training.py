@@ -149,7 +149,7 @@ class PhaseProgress:
             return
         self.last = t
         out = dict(info)
-        if step and total and step > 0:
+        if step and total and step > 0 and "eta_s" not in info:  # a phase may know its own ETA better
             elapsed = t - self.phase_t0
             out["eta_s"] = round(elapsed / step * max(total - step, 0), 1)
         self.sink(out)

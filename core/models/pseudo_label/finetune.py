@@ -38,6 +38,8 @@ from core.errors import JobCancelled, TrainingError, ValidationError, check_choi
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "convnext_tiny", "efficientnet_v2_s", "alexnet",
              "tiny_cnn")
 AMP = ("bf16", "fp16", "none")
+#: at most one per-batch progress report this often (seconds): progress goes to the job row in the database
+PROGRESS_EVERY_S = 0.5
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -47,7 +49,8 @@ class Inputs:
 
     Attributes
     ----------
-    x : Tensor (r, 3, S, S) uint8 for images / spectrogram blocks, or (r, d) float32 for feature vectors
+    x : Tensor (r, 3, S, S) uint8 for images, (r, 1, S, S) uint8 for spectrogram blocks (one channel: a third
+        of the memory; :class:`BatchTransform` repeats it per batch), or (r, d) float32 for feature vectors
     owner : Tensor (r,) int64      the item (row index in 0..n_items-1) each input row belongs to
     n_items : int
     kind : {"image", "audio", "features"}
@@ -327,7 +330,8 @@ def random_windows(xp: Any, h: int, w: int, gen: Any) -> Any:
 class BatchTransform:
     """Mini-batch of pre-decoded rows -> model input: uint8 to float in [0, 1], light augmentation in
     training (random horizontal flip and random crop of a reflect-padded image, per sample, batched),
-    channels-last on CUDA. Feature rows pass through unchanged.
+    one channel (spectrogram blocks) repeated to three, channels-last on CUDA. Feature rows pass through
+    unchanged.
 
     Parameters
     ----------
@@ -372,6 +376,8 @@ class BatchTransform:
             p = int(round(self.pad_fraction * min(h, w)))
             if p > 0:
                 x = random_windows(F.pad(x, (p, p, p, p), mode="reflect"), h, w, gen)
+        if x.shape[1] == 1:  # single-channel spectrogram blocks: the pretrained networks take 3 equal channels
+            x = x.expand(-1, 3, -1, -1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -391,7 +397,7 @@ def _autocast(device: str, amp: str):
 def train_one_epoch(model, optimizer, data: Inputs, rows: Any, targets: Any, *, class_weight: Any,
                     row_weight: Any | None = None, batch_size: int = 64, transform: BatchTransform,
                     amp: str = "bf16", scaler: Any | None = None, generator: Any | None = None,
-                    min_steps: int = 1) -> float:
+                    min_steps: int = 1, on_batch: Callable[[int, int], None] | None = None) -> float:
     """One pass over ``rows`` in a random order (more passes until ``min_steps`` optimiser steps when the
     training set is small); returns the mean weighted loss.
 
@@ -410,6 +416,7 @@ def train_one_epoch(model, optimizer, data: Inputs, rows: Any, targets: Any, *, 
     scaler : torch.amp.GradScaler, optional (fp16)
     generator : torch.Generator (CPU), optional  the shuffling order
     min_steps : int               least number of optimiser steps of this "epoch"
+    on_batch : callable (done, total) -> None, optional   called after every batch (progress)
 
     Returns
     -------
@@ -421,12 +428,12 @@ def train_one_epoch(model, optimizer, data: Inputs, rows: Any, targets: Any, *, 
     model.train()
     device = rows.device
     n = int(rows.shape[0])
-    passes = max(1, math.ceil(min_steps / max(1, math.ceil(n / batch_size))))
+    passes = epoch_passes(n, batch_size, min_steps)
     batches = [perm[start : start + batch_size] for perm in
                (torch.randperm(n, generator=generator).to(device) for _ in range(passes))
                for start in range(0, n, batch_size)]
     total, count = torch.zeros((), device=device), 0
-    for idx in batches:
+    for b, idx in enumerate(batches, 1):
         if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a batch of one
             continue
         xb = transform(data.x[rows[idx]], train=True)
@@ -448,7 +455,19 @@ def train_one_epoch(model, optimizer, data: Inputs, rows: Any, targets: Any, *, 
             optimizer.step()
         total += loss.detach()
         count += 1
+        if on_batch is not None:
+            on_batch(b, len(batches))
     return float(total) / max(count, 1)
+
+
+def epoch_passes(n: int, batch_size: int, min_steps: int) -> int:
+    """Passes over ``n`` training rows that one epoch makes to reach ``min_steps`` optimiser steps."""
+    return max(1, math.ceil(min_steps / max(1, math.ceil(n / batch_size))))
+
+
+def epoch_batches(n: int, batch_size: int, min_steps: int) -> int:
+    """Batches of one epoch of :func:`train_one_epoch` over ``n`` rows."""
+    return epoch_passes(n, batch_size, min_steps) * math.ceil(max(n, 1) / batch_size)
 
 
 def predict_rows(model, data: Inputs, rows: Any | None = None, *, batch_size: int = 256,
@@ -653,13 +672,34 @@ def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarra
                           best_model=best_state, history=history, stopped=stopped, fit=fit_info)
 
     last = None
+    nb = epoch_batches(int(rows.shape[0]), batch_size, min_steps)
+    clock = {"t0": time.perf_counter(), "done": 0, "last": 0.0, "epoch": start}
+
+    def report(epoch: int, batch: int, **extra) -> None:
+        """Progress in batches: epoch, batch of the epoch, and an ETA from the mean batch time so far (to the
+        end of the epoch, and an upper bound to ``max_epochs``, which early stopping may cut short)."""
+        now = time.perf_counter()
+        per = (now - clock["t0"]) / max(clock["done"], 1)
+        progress({"phase": phase, "epoch": epoch + 1, "epochs": max_epochs, "batch": batch, "batches": nb,
+                  "step": epoch * nb + batch, "total": max_epochs * nb, "seconds_per_batch": round(per, 4),
+                  "epoch_eta_s": round(per * (nb - batch), 1),
+                  "eta_s": round(per * ((max_epochs - epoch) * nb - batch), 1), **extra})
+
+    def on_batch(done: int, _total: int) -> None:
+        clock["done"] += 1
+        now = time.perf_counter()
+        if progress is not None and now - clock["last"] >= PROGRESS_EVERY_S:
+            clock["last"] = now
+            report(clock["epoch"], done)
+
     for epoch in range(start, max_epochs if not stopped else start):
         if should_cancel is not None and should_cancel():
             raise JobCancelled(f"cancelled during {phase}, epoch {epoch}")
         t0 = time.perf_counter()
+        clock["epoch"] = epoch
         loss = train_one_epoch(model, optimizer, data, rows, targets, class_weight=cw, row_weight=row_weight,
                                batch_size=batch_size, transform=transform, amp=amp, scaler=scaler, generator=gen,
-                               min_steps=min_steps)
+                               min_steps=min_steps, on_batch=on_batch)
         ev = (evaluate(model, data, val_items, val_y, batch_size=eval_batch, transform=transform, amp=amp)
               if has_val else {"macro_f1": float("nan"), "accuracy": float("nan"), "loss": float("nan")})
         step = sched.step(ev["macro_f1"], ev["loss"]) if has_val else {"improved": True, "lr": sched.lr, "stop": False}
@@ -676,8 +716,7 @@ def fit_network(model, data: Inputs, train_items: np.ndarray, train_y: np.ndarra
             last = state(epoch + 1)
             save_checkpoint(checkpoint_path, last)
         if progress is not None:
-            progress({"phase": phase, "step": epoch + 1, "total": max_epochs, "loss": loss,
-                      "score": None if not has_val else ev["macro_f1"]})
+            report(epoch, nb, loss=loss, score=None if not has_val else ev["macro_f1"])
         if stopped:
             break
     final = last if last is not None else state(len(history))

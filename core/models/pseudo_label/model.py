@@ -364,11 +364,13 @@ def decode_images(paths: Sequence[Any], size: int, *, device: str = "cpu", threa
 
 
 def decode_audio(paths: Sequence[Any], config, f_max: Sequence[float], *, device: str = "cpu",
-                 chunk: int = 256, num_workers: int = 2) -> Inputs:
+                 chunk: int = 256, num_workers: int = 2, progress: Progress | None = None) -> Inputs:
     """Cut every clip into spectrogram-image blocks once, at each maximum frequency, as uint8 on ``device``.
 
     Clips are loaded, resampled and (when ``config.vad``) reduced to their voiced part by
-    :func:`core.audio.load_clips`, then cut into blocks by :func:`core.audio.batch_blocks`.
+    :func:`core.audio.load_clips`, then cut into blocks by :func:`core.audio.batch_blocks`, ``chunk`` clips at a
+    time: memory holds the uint8 blocks decoded so far plus one chunk's signals and float images, never every
+    decoded clip. ``progress`` gets ``{"phase": "decode inputs", "step": clips done, "total": n}`` per chunk.
 
     Parameters
     ----------
@@ -378,8 +380,8 @@ def decode_audio(paths: Sequence[Any], config, f_max: Sequence[float], *, device
 
     Returns
     -------
-    Inputs with x (r, 3, S, S) uint8 (the [0, 1] images * 255), owner (r,) = the clip of each block, and
-    the clips that could not be used in ``failures``
+    Inputs with x (r, 1, S, S) uint8 (the [0, 1] images * 255, one channel), owner (r,) = the clip of each
+    block, and the clips that could not be used in ``failures``
     """
     import torch
 
@@ -387,17 +389,24 @@ def decode_audio(paths: Sequence[Any], config, f_max: Sequence[float], *, device
 
     present = [i for i, p in enumerate(paths) if p is not None]
     failures = {i: "item has no media file" for i, p in enumerate(paths) if p is None}
-    signals, ok_pos, fails = load_clips([Path(paths[i]) for i in present], config, num_workers=num_workers)
-    failures.update({present[pos]: reason for pos, reason in fails})
-    ok_arr = np.asarray([present[pos] for pos in ok_pos], dtype=np.int64)
     xs, owners = [], []
-    for f in f_max:
-        for start in range(0, len(signals), chunk):
-            blocks, clip_index = batch_blocks(list(signals[start : start + chunk]), config, device=device, f_max=float(f))
-            xs.append((blocks.clamp(0, 1) * 255).round().to(torch.uint8))
-            owners.append(torch.as_tensor(ok_arr[start + np.asarray(clip_index, dtype=np.int64)], device=blocks.device))
+    for c0 in range(0, len(present), chunk):
+        part = present[c0 : c0 + chunk]
+        signals, ok_pos, fails = load_clips([Path(paths[i]) for i in part], config, num_workers=num_workers)
+        failures.update({part[pos]: reason for pos, reason in fails})
+        ok_arr = np.asarray([part[pos] for pos in ok_pos], dtype=np.int64)
+        for f in f_max:
+            if not len(signals):
+                break
+            blocks, clip_index = batch_blocks(list(signals), config, device=device, f_max=float(f))
+            xs.append((blocks[:, :1].clamp(0, 1) * 255).round().to(torch.uint8))
+            owners.append(torch.as_tensor(ok_arr[np.asarray(clip_index, dtype=np.int64)], device=blocks.device))
+            del blocks
+        del signals
+        if progress is not None:
+            progress({"phase": "decode inputs", "step": min(c0 + chunk, len(present)), "total": len(present)})
     size = config.image_size
-    x = torch.cat(xs) if xs else torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    x = torch.cat(xs) if xs else torch.zeros((0, 1, size, size), dtype=torch.uint8)
     owner = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.long)
     return Inputs(x.to(device), owner.to(device), len(paths), "audio", failures)
 
@@ -625,7 +634,8 @@ def make_inputs(ctx, config: PseudoLabelConfig) -> tuple[Inputs, str]:
             modality = detect_modality(paths)
     if modality == "audio":
         workers = min(8, os.cpu_count() or 2)
-        data = decode_audio(paths, config.audio_config(), config.audio_f_max, device=ctx.device, num_workers=workers)
+        data = decode_audio(paths, config.audio_config(), config.audio_f_max, device=ctx.device, num_workers=workers,
+                            progress=ctx.progress)
     else:
         data = decode_images(paths, config.image_size, device=ctx.device, threads=min(8, os.cpu_count() or 2))
     if data.failures and len(data.failures) == len(paths):
